@@ -1,0 +1,102 @@
+"""`vidal`: one entry point, a sub-command per job. Config overrides go last as key=value."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from vidal.config import ConfigError, load_config
+from vidal.io.sources import SourceError
+
+
+def _common(parser: argparse.ArgumentParser, source_required: bool) -> None:
+    parser.add_argument(
+        "--source",
+        required=source_required,
+        help="folder of videos (optional .json/.txt sidecars) or a manifest "
+        "(.parquet/.csv/.jsonl with url/path, title, hashtags)",
+    )
+    parser.add_argument("--out", required=True, help="output folder or fsspec URL")
+    parser.add_argument(
+        "--pipeline",
+        default="vidal10m",
+        help="pipeline name in pipelines/ or a YAML path (default: vidal10m)",
+    )
+    parser.add_argument("--shards", type=int, help="number of output shards (config: shards)")
+    parser.add_argument("--ray-address", help="Ray cluster to use: auto or ray://host:port")
+    parser.add_argument("--local", action="store_true", help="run in this process, without Ray")
+    parser.add_argument("--retry-failed", action="store_true", help="rerun failed samples only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="config overrides, e.g. keyframes.mode=snap clip.short_side=320",
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vidal", description="Build VIDAL-style multi-modal datasets.")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="run every missing stage, then pack the shards")
+    _common(build, source_required=True)
+    run = sub.add_parser("run", help="run one stage (and the stages it needs) over a dataset")
+    run.add_argument("stage")
+    _common(run, source_required=False)
+    demo = sub.add_parser("demo", help="offline demo: sample videos -> stages -> shards")
+    demo.add_argument("--out", default="demo-out")
+    demo.add_argument("--synthetic", type=int, default=12, help="generated captioned clips")
+    demo.add_argument("--local", action="store_true", help="run without Ray")
+    return p
+
+
+def _config(args):
+    overrides = list(args.overrides)
+    if args.shards is not None:
+        overrides.append(f"shards={args.shards}")
+    if args.ray_address:
+        overrides.append(f"runner.ray_address={args.ray_address}")
+    if args.local:
+        overrides.append("runner.kind=local")
+    return load_config(args.pipeline, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return _dispatch(args)
+    except (ConfigError, SourceError, FileNotFoundError) as exc:
+        print(f"vidal: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidal: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    from vidal.run import jobs
+
+    if args.command == "demo":
+        from vidal.demo import run_demo
+
+        return run_demo(args.out, args.synthetic, local=args.local)
+    config = _config(args)
+    if args.command == "build":
+        outcome = jobs.build(config, args.source, args.out, args.retry_failed, args.quiet)
+    else:
+        outcome = jobs.run_stage(
+            config, args.stage, args.source, args.out, args.retry_failed, args.quiet
+        )
+    if outcome.failure:
+        print(f"vidal: {args.command} failed: {outcome.failure}", file=sys.stderr)
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

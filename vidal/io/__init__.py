@@ -1,0 +1,1 @@
+"""Sources, shard writer and reader, parquet manifests, exporters."""

@@ -1,0 +1,72 @@
+"""Audio extraction: the clip's first audio track as 16 kHz mono FLAC (lossless)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import soundfile
+
+from vidal.media.ffmpeg import MediaError, run_ffmpeg
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    num_samples: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate if self.sample_rate else 0.0
+
+
+def audio_output_args(sample_rate: int = 16000) -> list[str]:
+    """ffmpeg output options for the dataset's audio: first audio stream, mono, FLAC."""
+    return [
+        "-map",
+        "0:a:0",
+        "-vn",
+        "-sn",
+        "-dn",
+        "-ac",
+        "1",
+        "-ar",
+        str(sample_rate),
+        "-c:a",
+        "flac",
+    ]
+
+
+def extract_audio(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    sample_rate: int = 16000,
+    max_duration: float | None = None,
+    timeout: float = 300.0,
+) -> AudioInfo:
+    """Write `src`'s audio to `dst` as FLAC; the video is demuxed but never decoded."""
+    limit = ["-t", f"{max_duration:.3f}"] if max_duration else []
+    run_ffmpeg(
+        [
+            "-i",
+            os.fspath(src),
+            *limit,
+            *audio_output_args(sample_rate),
+            "-f",
+            "flac",
+            os.fspath(dst),
+        ],
+        timeout=timeout,
+    )
+    return read_audio_info(dst)
+
+
+def read_audio_info(path: str | os.PathLike) -> AudioInfo:
+    """Sample rate and length of a written audio file; an empty track is an error."""
+    try:
+        info = soundfile.info(os.fspath(path))
+    except RuntimeError as exc:
+        raise MediaError("audio_unreadable", str(exc)) from exc
+    if info.frames == 0:
+        raise MediaError("audio_empty", "the audio track decodes to zero samples")
+    return AudioInfo(sample_rate=int(info.samplerate), num_samples=int(info.frames))

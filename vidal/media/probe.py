@@ -1,0 +1,92 @@
+"""Probing a media file with PyAV: what streams it has and how big and long it is."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+
+import av
+
+from vidal.media.ffmpeg import MediaError
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    duration: float
+    fps: float
+    width: int
+    height: int
+    num_frames: int
+    video_codec: str
+    pix_fmt: str
+    has_audio: bool
+    audio_codec: str | None
+    audio_sample_rate: int | None
+    audio_channels: int | None
+    container: str
+    size_bytes: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def probe(path: str | os.PathLike) -> ProbeResult:
+    """Describe the first video stream (and audio, if any) of `path` without decoding frames."""
+    path = os.fspath(path)
+    size = _file_size(path)
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise MediaError(
+            "not_media", f"{os.path.basename(path)} is not a media file ({exc})"
+        ) from exc
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError("corrupt", f"cannot open {os.path.basename(path)}: {exc}") from exc
+    with container:
+        if not container.streams.video:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
+            raise MediaError("no_video_stream", f"the file holds {kinds}, no video")
+        video = container.streams.video[0]
+        audio = container.streams.audio[0] if container.streams.audio else None
+        fps = _fps(video)
+        duration = _duration(container, video)
+        frames = video.frames or int(round(duration * fps))
+        return ProbeResult(
+            duration=round(duration, 4),
+            fps=round(fps, 4),
+            width=int(video.codec_context.width or 0),
+            height=int(video.codec_context.height or 0),
+            num_frames=int(frames),
+            video_codec=video.codec_context.name,
+            pix_fmt=str(video.codec_context.pix_fmt or ""),
+            has_audio=audio is not None,
+            audio_codec=audio.codec_context.name if audio else None,
+            audio_sample_rate=int(audio.codec_context.sample_rate) if audio else None,
+            audio_channels=int(audio.codec_context.channels) if audio else None,
+            container=container.format.name,
+            size_bytes=size,
+        )
+
+
+def _file_size(path: str) -> int:
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise MediaError("missing_file", f"{path}: {exc.strerror}") from exc
+    if size == 0:
+        raise MediaError("empty_file", f"{os.path.basename(path)} has zero bytes")
+    return size
+
+
+def _fps(video) -> float:
+    rate = video.average_rate or video.guessed_rate or video.base_rate
+    return float(rate) if rate else 0.0
+
+
+def _duration(container, video) -> float:
+    if video.duration is not None and video.time_base:
+        return float(video.duration * Fraction(video.time_base))
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return 0.0

@@ -1,0 +1,1 @@
+"""Runners (local, Ray), shard planning, the stage store and resume markers."""

@@ -1,0 +1,170 @@
+"""The output tree, local or any fsspec URL, with atomic writes.
+
+Every file lands by temp-file + fsync + rename (or, on object stores, upload to a temp name +
+move), so a killed worker never leaves a file that looks finished. Temp names start with a
+dot and end in `.tmp-<id>`, so no reader's `*.tar` or `*.parquet` pattern matches them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+
+class UnsafePathError(ValueError):
+    """A relative path that would leave the output folder."""
+
+
+def temp_name(name: str) -> str:
+    return f".{name}.tmp-{uuid.uuid4().hex[:10]}"
+
+
+def is_temp(name: str) -> bool:
+    return name.startswith(".") and ".tmp-" in name
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = str(url).rstrip("/") or "/"
+        self.fs, root = fsspec.core.url_to_fs(self.url)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
+
+    def __reduce__(self):
+        return (Store, (self.url,))
+
+    def path(self, rel: str) -> str:
+        """Absolute path of `rel` inside the store; refuses anything that escapes it."""
+        norm = posixpath.normpath(rel.replace("\\", "/"))
+        if norm.startswith(("/", "..")) or norm == "." or "\x00" in norm:
+            raise UnsafePathError(f"refusing path outside the output folder: {rel!r}")
+        return (
+            posixpath.join(self.root, norm) if not self.is_local else os.path.join(self.root, norm)
+        )
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self.path(rel))
+
+    def makedirs(self, rel: str) -> None:
+        self.fs.makedirs(self.path(rel), exist_ok=True)
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open(self.path(rel), "rb") as f:
+            return f.read()
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.staging(rel) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+
+    def read_json(self, rel: str) -> dict | None:
+        try:
+            return json.loads(self.read_bytes(rel))
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            return None  # a marker that does not parse is treated as absent: the work reruns
+
+    def write_json(self, rel: str, obj) -> None:
+        text = json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, default=str)
+        self.write_bytes(rel, text.encode("utf-8"))
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+    def write_table(self, rel: str, table: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+
+    def remove(self, rel: str, recursive: bool = False) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self.path(rel), recursive=recursive)
+
+    def glob(self, pattern: str) -> list[str]:
+        """Store-relative paths matching `pattern`, sorted; temp files excluded."""
+        found = self.fs.glob(self.path(pattern))
+        base = self.root.rstrip("/") + "/"
+        rels = [p[len(base) :] if p.startswith(base) else p for p in found]
+        return sorted(r for r in rels if not is_temp(posixpath.basename(r)))
+
+    def sweep_temp(self, rel_dir: str) -> int:
+        """Remove temp files a killed run left in `rel_dir`; returns how many."""
+        try:
+            names = self.fs.ls(self.path(rel_dir), detail=False)
+        except FileNotFoundError:
+            return 0
+        stale = [n for n in names if is_temp(posixpath.basename(n))]
+        for name in stale:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(name)
+        return len(stale)
+
+    @contextlib.contextmanager
+    def staging(self, rel: str) -> Iterator[str]:
+        """A local temp path to write `rel` into; it becomes `rel` atomically on success."""
+        final = self.path(rel)
+        if self.is_local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            tmp = os.path.join(os.path.dirname(final), temp_name(os.path.basename(final)))
+            try:
+                yield tmp
+                _fsync_file(tmp)
+                os.replace(tmp, final)
+                _fsync_dir(os.path.dirname(final))
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            return
+        with tempfile.TemporaryDirectory(prefix="vidal-") as tmpdir:
+            tmp = os.path.join(tmpdir, os.path.basename(final))
+            yield tmp
+            remote_tmp = posixpath.join(
+                posixpath.dirname(final), temp_name(posixpath.basename(final))
+            )
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+            self.fs.put_file(tmp, remote_tmp)
+            self.fs.mv(remote_tmp, final)
+
+    @contextlib.contextmanager
+    def local_copy(self, rel: str) -> Iterator[str]:
+        """A local file path holding `rel` (the file itself when the store is local)."""
+        if self.is_local:
+            yield self.path(rel)
+            return
+        with tempfile.TemporaryDirectory(prefix="vidal-") as tmpdir:
+            tmp = os.path.join(tmpdir, posixpath.basename(rel))
+            self.fs.get_file(self.path(rel), tmp)
+            yield tmp
+
+    def copy_in(self, local_src: str, rel: str) -> None:
+        with self.staging(rel) as tmp:
+            shutil.copyfile(local_src, tmp)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

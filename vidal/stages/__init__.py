@@ -1,0 +1,13 @@
+"""One file per stage; this registry maps stage names to their classes."""
+
+from vidal.stages.audio import AudioStage
+from vidal.stages.base import Stage, StageContext
+from vidal.stages.clip import ClipStage
+from vidal.stages.keyframes import KeyframesStage
+from vidal.stages.probe import ProbeStage
+
+STAGES: dict[str, type[Stage]] = {
+    cls.name: cls for cls in (ProbeStage, KeyframesStage, AudioStage, ClipStage)
+}
+
+__all__ = ["STAGES", "Stage", "StageContext"]

@@ -1,0 +1,39 @@
+"""audio: the clip's audio track as 16 kHz mono FLAC; a clip without audio is noted, not failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidal.media.audio import extract_audio
+from vidal.sample import Sample
+from vidal.stages.base import MediaStage, payload_path
+
+
+@dataclass
+class AudioStage(MediaStage):
+    name = "audio"
+
+    sample_rate: int = 16000
+    batch_size: int = 16
+
+    def process(self, sample: Sample) -> None:
+        probe = sample.fields["probe"]
+        if not probe.get("has_audio"):
+            sample.fields[self.name] = {"present": False}
+            return
+        rel = payload_path(self.name, sample, ".flac")
+        with self.media(sample) as path, self.store.staging(rel) as tmp:
+            info = extract_audio(
+                path,
+                tmp,
+                self.sample_rate,
+                probe.get("duration"),
+                timeout=self.ffmpeg_timeout(sample),
+            )
+        sample.fields[self.name] = {
+            "present": True,
+            "file": rel,
+            "sample_rate": info.sample_rate,
+            "num_samples": info.num_samples,
+            "duration": round(info.duration, 4),
+        }

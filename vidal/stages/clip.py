@@ -1,0 +1,58 @@
+"""clip: the training clip, re-encoded to h264 with the short side at 256 (configurable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidal.media.encode import EncodeSettings, encode_clip, even_size
+from vidal.media.ffmpeg import MediaError
+from vidal.media.probe import probe
+from vidal.sample import Sample
+from vidal.stages.base import MediaStage, payload_path
+
+
+@dataclass
+class ClipStage(MediaStage):
+    name = "clip"
+
+    short_side: int = 256
+    crf: int = 23
+    preset: str = "veryfast"
+    keep_audio: bool = True  # an aac track in the mp4 too (the FLAC is the lossless copy)
+    audio_bitrate: str = "96k"
+    threads: int = 1  # one ffmpeg thread per clip; parallelism comes from running many clips
+    batch_size: int = 4
+
+    def process(self, sample: Sample) -> None:
+        info = sample.fields["probe"]
+        settings = EncodeSettings(
+            self.short_side,
+            self.crf,
+            self.preset,
+            self.keep_audio,
+            self.audio_bitrate,
+            self.threads,
+            info.get("duration"),
+        )
+        rel = payload_path(self.name, sample, ".mp4")
+        with self.media(sample) as path, self.store.staging(rel) as tmp:
+            encode_clip(
+                path,
+                tmp,
+                (info["width"], info["height"]),
+                settings,
+                has_audio=bool(info.get("has_audio")),
+                timeout=self.ffmpeg_timeout(sample),
+            )
+            written = probe(tmp)
+            if written.num_frames == 0:
+                raise MediaError("encode_empty", "the encoded clip has no frames")
+        width, height = even_size(info["width"], info["height"], self.short_side)
+        sample.fields[self.name] = {
+            "file": rel,
+            "width": width,
+            "height": height,
+            "bytes": written.size_bytes,
+            "duration": written.duration,
+            "has_audio": written.has_audio,
+        }
