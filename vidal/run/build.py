@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from vidal.config import Config
+from vidal.config import Config, ConfigError
 from vidal.io.shards import pack_shard, read_stats, shard_name
 from vidal.io.sources import SourceOptions, list_source, shard_of
 from vidal.run.execute import after_column
@@ -92,6 +92,12 @@ class Builder:
         for sample in list_source(self.source, opts):
             sample.shard = shard_of(sample.key, self.shard_count)
             by_shard[sample.shard][sample.key] = sample.to_json()
+        previous = self.store.read_json("work/plan.json")
+        if previous and previous.get("shards") != self.shard_count:
+            raise ConfigError(
+                f"{self.store.url} holds a build with {previous['shards']} shards; pass "
+                f"--shards {previous['shards']} to continue it, or use a new --out"
+            )
         fingerprints = {}
         for shard in range(self.shard_count):
             records = by_shard.get(shard, {})
