@@ -77,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidal: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # a crash, not a bad sample: those never get here
+        if args.verbose:
+            raise
+        print(
+            f"vidal: {args.command} crashed: {type(exc).__name__}: {exc}. Finished work is "
+            "kept; rerun the same command to resume (add -v for the traceback).",
+            file=sys.stderr,
+        )
+        return 3
 
 
 def _dispatch(args) -> int:

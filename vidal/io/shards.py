@@ -122,13 +122,12 @@ def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
     }
 
 
-def pack_shard(
-    out: str, shard: int, records: list[str], caption_view: str, fingerprint: str
-) -> dict:
-    """Write one shard's tar, parquet and stats (last). Returns the stats."""
+def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerprint: str) -> dict:
+    """Write one shard's tar, parquet and stats (last) from the stage rows at `rows_path`."""
     started = time.time()
     store = Store(out)
     store.sweep_temp("shards")
+    records = store.read_table(rows_path).column("record").to_pylist()
     samples = sorted((Sample.from_json(r) for r in records), key=lambda s: s.key)
     rows = []
     with store.staging(f"{shard_name(shard)}.tar") as tmp, open(tmp, "wb") as stream:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,31 +90,21 @@ class Builder:
         opts = SourceOptions(
             self.config.source.max_title_chars, self.config.source.allow_local_in_manifest
         )
-        by_shard: dict[int, dict[str, str]] = collections.defaultdict(dict)
-        for sample in list_source(self.source, opts):
-            sample.shard = shard_of(sample.key, self.shard_count)
-            by_shard[sample.shard][sample.key] = sample.to_json()
         previous = self.store.read_json("work/plan.json")
         if previous and previous.get("shards") != self.shard_count:
             raise ConfigError(
                 f"{self.store.url} holds a build with {previous['shards']} shards; pass "
                 f"--shards {previous['shards']} to continue it, or use a new --out"
             )
-        fingerprints = {}
-        for shard in range(self.shard_count):
-            records = by_shard.get(shard, {})
+        fingerprints, total = {}, 0
+        for shard, records in group_by_shard(list_source(self.source, opts), self.shard_count):
             fingerprints[shard] = digest(records)
+            total += len(records)
             old = self.marker(SOURCE, shard)
             if not old or old.get("digest") != fingerprints[shard]:
                 self.write_rows(SOURCE, shard, records, {"stage": SOURCE})
-        self.store.write_json(
-            "work/plan.json",
-            {
-                "shards": self.shard_count,
-                "source": self.source,
-                "samples": sum(map(len, by_shard.values())),
-            },
-        )
+        plan = {"shards": self.shard_count, "source": self.source, "samples": total}
+        self.store.write_json("work/plan.json", plan)
         return fingerprints
 
     def planned_fingerprints(self) -> dict[int, str]:
@@ -247,16 +239,19 @@ class Builder:
 
     # -- packing ----------------------------------------------------------------------------
     def pack(self) -> list[dict]:
+        """Pack every shard whose rows changed since it was last packed. Pack tasks read
+        their rows from the store themselves, so the driver never holds a shard's records."""
         last = self.stages[-1].name
         view = self.config.pack.caption_view
         todo = []
         for shard in range(self.shard_count):
-            records = self.read_rows(last, shard)
-            fp = hashlib.sha256(f"{digest(records)}|{view}|{self.config.pack.version}".encode())
+            rows_digest = (self.marker(last, shard) or {}).get("digest", "")
+            fp = hashlib.sha256(f"{rows_digest}|{view}|{self.config.pack.version}".encode())
             fingerprint = fp.hexdigest()[:16]
             stats = read_stats(self.store, shard)
             if not stats or stats.get("fingerprint") != fingerprint:
-                todo.append((self.store.url, shard, list(records.values()), view, fingerprint))
+                rows = self.rows_path(last, shard)
+                todo.append((self.store.url, shard, rows, view, fingerprint))
         if todo:
             task = self.progress.add("pack", total=len(todo))
             self.runner.map_shards(pack_shard, todo, progress=task)
@@ -267,6 +262,36 @@ class Builder:
         if not hasattr(self, "_source_fps"):
             self._source_fps = self.plan() if self.source else self.planned_fingerprints()
         return self._source_fps
+
+
+def group_by_shard(samples, num_shards: int, flush_every: int = 100_000):
+    """(shard, {key: record}) for every shard in order, holding at most `flush_every`
+    records in memory: the rest wait in per-shard spill files on local disk."""
+    with tempfile.TemporaryDirectory(prefix="vidal-plan-") as spill:
+        buffers: dict[int, list[str]] = collections.defaultdict(list)
+        held = 0
+        for sample in samples:
+            sample.shard = shard_of(sample.key, num_shards)
+            buffers[sample.shard].append(f"{sample.key}\t{sample.to_json()}\n")
+            held += 1
+            if held >= flush_every:
+                _spill(spill, buffers)
+                held = 0
+        _spill(spill, buffers)
+        for shard in range(num_shards):
+            path = os.path.join(spill, f"{shard}.tsv")
+            if not os.path.exists(path):
+                yield shard, {}
+                continue
+            with open(path, encoding="utf-8") as f:
+                yield shard, dict(line.rstrip("\n").split("\t", 1) for line in f)
+
+
+def _spill(folder: str, buffers: dict[int, list[str]]) -> None:
+    for shard, lines in buffers.items():
+        with open(os.path.join(folder, f"{shard}.tsv"), "a", encoding="utf-8") as f:
+            f.writelines(lines)
+    buffers.clear()
 
 
 def _rows(records: dict[str, str], shard: int) -> list[dict]:
