@@ -7,7 +7,15 @@ import unicodedata
 
 # Bidi overrides/isolates and zero-width characters: invisible, and used to spoof text.
 _INVISIBLE = dict.fromkeys(
-    [*range(0x200B, 0x2010), *range(0x202A, 0x202F), *range(0x2060, 0x2070), 0xFEFF, 0x00AD], " "
+    [
+        0x061C,
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2070),
+        0xFEFF,
+        0x00AD,
+    ],
+    " ",
 )
 _SPACES = re.compile(r"\s+")
 _HASHTAG = re.compile(r"#[^\s#]+")

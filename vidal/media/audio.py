@@ -46,18 +46,13 @@ def extract_audio(
 ) -> AudioInfo:
     """Write `src`'s audio to `dst` as FLAC; the video is demuxed but never decoded."""
     limit = ["-t", f"{max_duration:.3f}"] if max_duration else []
-    run_ffmpeg(
-        [
-            "-i",
-            os.fspath(src),
-            *limit,
-            *audio_output_args(sample_rate),
-            "-f",
-            "flac",
-            os.fspath(dst),
-        ],
-        timeout=timeout,
-    )
+    args = ["-i", os.fspath(src), *limit, *audio_output_args(sample_rate), "-f", "flac"]
+    try:
+        run_ffmpeg([*args, os.fspath(dst)], timeout=timeout)
+    except MediaError as exc:
+        if "0:a:0" in exc.detail:  # ffmpeg's way of saying the input has no audio stream
+            raise MediaError("no_audio", "the file has no audio stream") from exc
+        raise
     return read_audio_info(dst)
 
 
@@ -67,6 +62,19 @@ def read_audio_info(path: str | os.PathLike) -> AudioInfo:
         info = soundfile.info(os.fspath(path))
     except RuntimeError as exc:
         raise MediaError("audio_unreadable", str(exc)) from exc
-    if info.frames == 0:
+    frames = info.frames
+    if frames >= 2**62:  # a FLAC header's length 0 means "unknown"; count the samples instead
+        frames = _count_samples(os.fspath(path))
+    if frames == 0:
         raise MediaError("audio_empty", "the audio track decodes to zero samples")
-    return AudioInfo(sample_rate=int(info.samplerate), num_samples=int(info.frames))
+    return AudioInfo(sample_rate=int(info.samplerate), num_samples=int(frames))
+
+
+def _count_samples(path: str) -> int:
+    import av
+
+    try:
+        with av.open(path) as container:
+            return sum(frame.samples for frame in container.decode(audio=0))
+    except (av.error.FFmpegError, IndexError) as exc:
+        raise MediaError("audio_unreadable", str(exc)) from exc
