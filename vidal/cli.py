@@ -49,6 +49,16 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out")
     demo.add_argument("--synthetic", type=int, default=12, help="generated captioned clips")
     demo.add_argument("--local", action="store_true", help="run without Ray")
+    refilter = sub.add_parser("refilter", help="re-decide the VL filter from the stored scores")
+    refilter.add_argument("--out", required=True, help="the built dataset")
+    refilter.add_argument("--pipeline", default="vidal10m", help="the pipeline the build used")
+    rule = refilter.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--threshold", type=float, help="keep clips whose score is at least this")
+    rule.add_argument("--top-fraction", type=float, help="keep this best fraction per term")
+    refilter.add_argument("overrides", nargs="*", metavar="key=value")
+    from vidal.run.crawl import add_parsers as add_crawl_parsers
+
+    add_crawl_parsers(sub)  # `vidal terms`, `vidal crawl`
     return p
 
 
@@ -63,8 +73,20 @@ def _config(args):
     return load_config(args.pipeline, overrides)
 
 
+def _parse(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting key=value overrides stand anywhere after the sub-command (argparse
+    alone takes them only before the first option when the sub-command has a positional)."""
+    args, extra = p.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        p.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = _parse(parser(), argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -95,6 +117,15 @@ def _dispatch(args) -> int:
         from vidal.demo import run_demo
 
         return run_demo(args.out, args.synthetic, local=args.local)
+    if args.command in ("terms", "crawl"):
+        from vidal.run.crawl import dispatch as crawl_dispatch
+
+        return crawl_dispatch(args)
+    if args.command == "refilter":
+        from vidal.refilter import run_refilter
+
+        config = load_config(args.pipeline, args.overrides)
+        return run_refilter(config, args.out, args.threshold, args.top_fraction)
     config = _config(args)
     if args.command == "build":
         outcome = jobs.build(config, args.source, args.out, args.retry_failed, args.quiet)

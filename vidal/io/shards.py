@@ -15,7 +15,6 @@ import json
 import time
 
 import pyarrow as pa
-import webdataset as wds
 
 from vidal import __version__
 from vidal.run.store import Store
@@ -97,6 +96,32 @@ def tar_members(store: Store, sample: Sample, caption_view: str) -> dict:
     return members
 
 
+# One schema for every shard's parquet, so all of them read as one table (an all-null or
+# empty shard would otherwise get columns of type null, or none).
+SHARD_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        ("error_reason", pa.string()),
+        ("dropped", pa.string()),
+        ("source", pa.string()),
+        ("title", pa.string()),
+        ("duration", pa.float64()),
+        ("width", pa.int64()),
+        ("height", pa.int64()),
+        ("fps", pa.float64()),
+        ("has_audio", pa.bool_()),
+        ("frame_indices", pa.list_(pa.int64())),
+        ("caption", pa.string()),
+        ("caption_chars", pa.int64()),
+        ("mp4_bytes", pa.int64()),
+        ("flac_bytes", pa.int64()),
+        ("sample_bytes", pa.int64()),
+    ]
+)
+
+
 def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
     probe = sample.fields.get("probe", {})
     caption = primary_caption(sample, caption_view)
@@ -126,17 +151,21 @@ def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerpr
     """Write one shard's tar, parquet and stats (last) from the stage rows at `rows_path`."""
     started = time.time()
     store = Store(out)
-    store.sweep_temp("shards")
+    store.sweep_temp("shards", prefix=f".vidal-{shard:05d}.")
     records = store.read_table(rows_path).column("record").to_pylist()
     samples = sorted((Sample.from_json(r) for r in records), key=lambda s: s.key)
     rows = []
+    import webdataset as wds  # imports torch: only where a tar is written, not at CLI start
+
     with store.staging(f"{shard_name(shard)}.tar") as tmp, open(tmp, "wb") as stream:
         writer = wds.TarWriter(stream, mtime=TAR_MTIME, user="vidal", group="vidal")
         for sample in samples:
             sizes = _write_sample(writer, store, sample, caption_view)
             rows.append(shard_row(sample, caption_view, sizes))
         writer.close()
-    store.write_table(f"{shard_name(shard)}.parquet", pa.Table.from_pylist(rows))
+    store.write_table(
+        f"{shard_name(shard)}.parquet", pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+    )
     stats = shard_stats(rows, shard, fingerprint, time.time() - started)
     stats["tar_bytes"] = store.fs.size(store.path(f"{shard_name(shard)}.tar"))
     store.write_json(f"{shard_name(shard)}.stats.json", stats)

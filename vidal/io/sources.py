@@ -83,9 +83,11 @@ def _list_folder(root: Path, opts: SourceOptions) -> Iterator[Sample]:
     for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS):
         if not path.is_file():
             continue
-        rel = path.relative_to(root).with_suffix("").as_posix()
+        rel = path.relative_to(root).as_posix()
+        # the key hashes the path inside the source folder, so moving or remounting the
+        # folder keeps every key, shard and cached result
         sample = Sample(
-            key=make_key(rel, str(path.resolve())), shard=-1, source=str(path.resolve())
+            key=make_key(rel.rsplit(".", 1)[0], rel), shard=-1, source=str(path.resolve())
         )
         sample.meta = {
             "title": clean_text(path.stem.replace("_", " "), opts.max_title_chars),
@@ -166,16 +168,21 @@ def _read_manifest(path: Path) -> list[dict]:
 
 
 def _list_manifest(path: Path, opts: SourceOptions) -> Iterator[Sample]:
+    first_row: dict[str, int] = {}
     for index, row in enumerate(_read_manifest(path)):
         uri = str(row.get("path") or row.get("url") or "").strip()
         name = str(row.get("id") or os.path.splitext(os.path.basename(uri))[0] or f"row{index}")
         resolved, problem = _resolve_uri(uri, path.parent, opts)
-        sample = Sample(
-            key=make_key(name, resolved or f"{path}#{index}"), shard=-1, source=resolved
-        )
+        # keys hash the uri as written (relative paths stay relative): stable across machines
+        identity = uri or f"#row{index}"
+        repeat = first_row.setdefault(identity, index) != index
+        key = make_key(name, f"{identity}#row{index}" if repeat else identity)
+        sample = Sample(key=key, shard=-1, source=resolved)
         sample.meta = {"title": "", "hashtags": [], "row": index, **_text_meta(row, opts)}
         if problem:
             sample.fail("source", *problem)
+        elif repeat:
+            sample.drop("source", f"duplicate: same video as row {first_row[identity]}")
         yield sample
 
 

@@ -99,13 +99,14 @@ class Store:
         rels = [p[len(base) :] if p.startswith(base) else p for p in found]
         return sorted(r for r in rels if not is_temp(posixpath.basename(r)))
 
-    def sweep_temp(self, rel_dir: str) -> int:
-        """Remove temp files a killed run left in `rel_dir`; returns how many."""
+    def sweep_temp(self, rel_dir: str, prefix: str = ".") -> int:
+        """Remove temp files a killed run left in `rel_dir` whose names start with `prefix`
+        (so a task sweeps its own leftovers, never a concurrent task's); returns how many."""
         try:
             names = self.fs.ls(self.path(rel_dir), detail=False)
         except FileNotFoundError:
             return 0
-        stale = [n for n in names if is_temp(posixpath.basename(n))]
+        stale = [n for n in names if is_temp(b := posixpath.basename(n)) and b.startswith(prefix)]
         for name in stale:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(name)
