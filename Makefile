@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench crawl clean
 
 setup:  ## venv + every dependency (no system packages needed)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,8 +21,13 @@ lint:
 demo:  ## offline: real sample videos + generated clips -> all stages -> shards
 	$(BIN)/vidal demo --out $(DEMO_OUT)
 
-bench:  ## throughput figures as ratios against ffmpeg run in the same process
+bench:  ## throughput figures as ratios against a reference measured in the same run
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_crawl.py
+
+crawl:  ## search terms -> yt-dlp search -> text filters -> download (needs the network)
+	test -f manifests/terms.csv || $(BIN)/vidal terms --out manifests/terms.csv
+	$(BIN)/vidal crawl --terms manifests/terms.csv --out crawl-out
 
 clean:
-	rm -rf $(DEMO_OUT) bench-out .pytest_cache
+	rm -rf $(DEMO_OUT) bench-out crawl-out .pytest_cache

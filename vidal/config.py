@@ -13,11 +13,15 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from vidal.crawl.filters import TextFilter
+from vidal.crawl.terms import TermsConfig
 from vidal.stages import STAGES, Stage
 from vidal.stages.audio import AudioStage
 from vidal.stages.clip import ClipStage
+from vidal.stages.download import DownloadStage
 from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
+from vidal.stages.search import SearchStage
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -49,6 +53,17 @@ class PackConfig:
 
 
 @dataclass
+class CrawlConfig:
+    """`vidal terms` and `vidal crawl`: terms -> search -> text filter -> download."""
+
+    terms: TermsConfig = field(default_factory=TermsConfig)
+    search: SearchStage = field(default_factory=SearchStage)
+    filter: TextFilter = field(default_factory=TextFilter)
+    download: DownloadStage = field(default_factory=DownloadStage)
+    wave: int = 256  # candidates per download wave; the manifests are rewritten after each
+
+
+@dataclass
 class Config:
     name: str = "vidal"
     stages: list[str] = field(default_factory=lambda: ["probe", "keyframes", "audio", "clip"])
@@ -61,6 +76,7 @@ class Config:
     audio: AudioStage = field(default_factory=AudioStage)
     clip: ClipStage = field(default_factory=ClipStage)
     pack: PackConfig = field(default_factory=PackConfig)
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
 
     def stage(self, name: str) -> Stage:
         return getattr(self, name)

@@ -1,0 +1,158 @@
+"""Crawl download throughput against a loopback HTTP server, as a ratio to plain urllib.
+
+For 2, 8 and 32 concurrent downloads, the same files are fetched twice in this run: by a plain
+`urllib.request` loop (the reference: bytes off the socket, nothing else) and by vidal's download
+stage (yt-dlp's generic extractor, the size and duration caps, the rate limiter, the PyAV check
+and the atomic move into the store). The ratio says what the crawl's machinery costs on top of
+the transfer itself; on the open internet the transfer dominates far more than on 127.0.0.1.
+
+    python scripts/bench_crawl.py [--files 32] [--concurrency 2 8 32] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from vidal.media.synth import make_bench_clip  # noqa: E402
+from vidal.sample import Sample  # noqa: E402
+from vidal.stages.base import StageContext  # noqa: E402
+from vidal.stages.download import DownloadStage  # noqa: E402
+
+
+class ClipHandler(http.server.BaseHTTPRequestHandler):
+    """/<n>/<i>.mp4 serves clip n (any i), so every download is a distinct URL."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args) -> None:
+        return None
+
+    def do_GET(self) -> None:
+        clips = self.server.clips
+        try:
+            body = clips[int(self.path.strip("/").split("/")[0]) % len(clips)]
+        except ValueError:
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default 5 drops concurrent connects (1 s SYN retries)
+
+    def handle_error(self, request, client_address) -> None:
+        return None  # yt-dlp's generic extractor reads the headers of a direct link and hangs up
+
+
+def serve(clips: list[bytes]) -> QuietServer:
+    httpd = QuietServer(("127.0.0.1", 0), ClipHandler)
+    httpd.clips = clips
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def urls_for(httpd, run: str, n: int, clips: int) -> list[str]:
+    port = httpd.server_address[1]
+    return [f"http://127.0.0.1:{port}/{i % clips}/{run}-{i}.mp4" for i in range(n)]
+
+
+def fetch_urllib(urls: list[str], concurrency: int) -> tuple[float, int]:
+    def get(url: str) -> int:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return len(response.read())
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        total = sum(pool.map(get, urls))
+    return time.perf_counter() - started, total
+
+
+def fetch_vidal(urls: list[str], concurrency: int, out: str) -> tuple[float, int]:
+    stage = DownloadStage(threads=concurrency, rate_per_s=0, max_duration=60.0, attempts=1)
+    stage.setup(StageContext(out=out))
+    samples = [
+        Sample(key=f"bench-{i:05d}", shard=0, source=url, meta={"candidate": {"platform": "url"}})
+        for i, url in enumerate(urls)
+    ]
+    started = time.perf_counter()
+    stage.process_batch(samples)
+    seconds = time.perf_counter() - started
+    failed = [s.errors for s in samples if s.errors]
+    if failed:
+        raise SystemExit(f"bench download failed: {failed[0]}")
+    return seconds, sum(s.fields["download"]["bytes"] for s in samples)
+
+
+def row(label: str, seconds: float, total: int, files: int) -> dict:
+    return {
+        "label": label,
+        "seconds": round(seconds, 3),
+        "clips_per_s": round(files / seconds, 2),
+        "mb_per_s": round(total / 1e6 / seconds, 2),
+    }
+
+
+HEADER = ("concurrency", "urllib clips/s", "urllib MB/s", "vidal clips/s", "vidal MB/s", "ratio")
+
+
+def measure(httpd, concurrency: int, files: int, work: Path) -> dict:
+    ref = fetch_urllib(urls_for(httpd, f"u{concurrency}", files, 2), concurrency)
+    out = str(work / f"out-{concurrency}")
+    got = fetch_vidal(urls_for(httpd, f"v{concurrency}", files, 2), concurrency, out)
+    ref, got = row("urllib", *ref, files), row("vidal", *got, files)
+    ratio = round(got["clips_per_s"] / ref["clips_per_s"], 4)
+    return {"concurrency": concurrency, "urllib": ref, "vidal": got, "ratio": ratio}
+
+
+def show(result: dict) -> None:
+    ref, got = result["urllib"], result["vidal"]
+    values = (result["concurrency"], ref["clips_per_s"], ref["mb_per_s"])
+    values += (got["clips_per_s"], got["mb_per_s"], result["ratio"])
+    print("  ".join(f"{v:>{len(h)}}" for v, h in zip(values, HEADER, strict=True)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=32, help="downloads per setting")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[2, 8, 32])
+    parser.add_argument("--clip-seconds", type=float, default=4.0)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
+    try:
+        paths = [make_bench_clip(work / f"c{i}.mp4", args.clip_seconds, i) for i in range(2)]
+        httpd = serve([p.read_bytes() for p in paths])
+        size = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
+        print(f"crawl download vs urllib, loopback, 720p clips of {size:.2f} MB, {args.files} each")
+        print("  ".join(HEADER))
+        results = []
+        for concurrency in args.concurrency:
+            results.append(measure(httpd, concurrency, args.files, work))
+            show(results[-1])
+        httpd.shutdown()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

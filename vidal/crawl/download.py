@@ -1,0 +1,335 @@
+"""Downloading one candidate with yt-dlp: caps enforced while bytes arrive, retries with
+backoff through a global rate limit, and the file verified as video before it counts.
+
+The flow of one attempt: reserve a slot from the platform's rate limiter, let yt-dlp extract and
+download into a private temp folder (output name fixed by us, so no id ever becomes a path),
+abort from yt-dlp's own hooks as soon as the duration or the byte count passes its cap, find the
+file yt-dlp actually wrote (a merge or a remux may change its extension), probe it with PyAV,
+and copy it into the store atomically. A failure is classified (`taxonomy`); rate limits and
+network errors are retried with exponential backoff and jitter (at least the server's
+Retry-After, which also pauses the platform for every worker), the rest are final.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+import urllib.parse
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vidal.crawl import taxonomy
+from vidal.crawl.taxonomy import Failure
+from vidal.crawl.ytdlp import Recorder, base_params
+
+PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp", ".tmp")
+
+
+@dataclass
+class DownloadOptions:
+    """What `vidal crawl` downloads and how; the download stage's parameters."""
+
+    format: str = "bv*+ba/b"  # yt-dlp format selector
+    # yt-dlp format sort: short side <= 720 first, then h264 + aac in mp4/m4a
+    format_sort: list[str] = field(
+        default_factory=lambda: ["res:720", "vcodec:h264", "acodec:aac", "ext:mp4:m4a"]
+    )
+    merge_output_format: str = "mp4"  # container when video and audio are merged (static ffmpeg)
+    max_bytes: int = 200 * 1024**2  # per candidate, all its streams together
+    max_duration: float = 20.0  # seconds; checked on metadata before any byte, and on the file
+    socket_timeout: float = 20.0
+    attempts: int = 4  # tries per candidate for retryable failures (rate_limited, network)
+    backoff_base: float = 2.0  # seconds; attempt k waits base * 2**(k-1), with jitter
+    backoff_max: float = 120.0
+    max_retry_after: float = 900.0  # a longer Retry-After is capped here
+    rate_per_s: float = 1.0  # requests per second per platform, for the whole crawl
+    platform_rates: dict[str, float] = field(default_factory=dict)  # per-platform override
+    burst: int = 2
+    cookies: str | None = None  # Netscape cookies file (yt-dlp `cookiefile`)
+    proxies: list[str] = field(default_factory=list)  # one per candidate, rotated on retries
+    sleep_interval: float | None = None  # yt-dlp: seconds to sleep before each download
+    max_sleep_interval: float | None = None  # ... randomised up to this
+    sleep_requests: float | None = None  # yt-dlp: seconds between extraction requests
+    impersonate: str | None = None  # yt-dlp client impersonation target, e.g. "chrome"
+    ytdlp: dict[str, Any] = field(default_factory=dict)  # any other yt-dlp option, verbatim
+    verify: bool = True  # probe the file with PyAV before marking it downloaded
+    allow_local: bool = False  # accept file paths / file:// URLs (off: http(s) only)
+
+
+@dataclass
+class Downloaded:
+    local_path: str  # in the attempt's temp folder; the caller moves it into the store
+    ext: str
+    bytes: int
+    info: dict  # the candidate fields from yt-dlp's full info dict
+    probe: dict | None
+
+
+class CapExceeded(Exception):
+    """Raised from inside yt-dlp (a hook or the match filter) to stop a download at once."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(str(failure))
+        self.failure = failure
+
+
+def check_url(url: str, allow_local: bool) -> Failure | None:
+    """Only http(s) URLs, unless local sources are allowed explicitly."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return None
+    if allow_local and (scheme == "file" or (not scheme and url)):
+        return None
+    return Failure(taxonomy.OTHER, f"refused URL scheme {scheme or 'none'!r} ({url[:80]!r})")
+
+
+def limiter_key(platform: str, url: str) -> str:
+    """Rate-limit bucket: the platform, or the host for plain pages (generic extractor)."""
+    if platform in ("generic", ""):
+        return "host:" + (urllib.parse.urlsplit(url).hostname or "local")
+    return platform
+
+
+def pick_proxy(proxies: list[str], seed: str, attempt: int) -> str | None:
+    """Spread candidates over the proxies, and move to the next one on each retry."""
+    if not proxies:
+        return None
+    return proxies[(zlib.crc32(seed.encode()) + attempt) % len(proxies)]
+
+
+def backoff(attempt: int, opts: DownloadOptions, retry_after: float | None, rng=random) -> float:
+    """Seconds before try `attempt + 1`: exponential with "equal jitter", never shorter than the
+    server's Retry-After (capped at max_retry_after)."""
+    base = min(opts.backoff_max, opts.backoff_base * 2 ** max(0, attempt - 1))
+    delay = base / 2 + rng.uniform(0, base / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, opts.max_retry_after))
+    return delay
+
+
+def download(
+    url: str,
+    platform: str,
+    opts: DownloadOptions,
+    limiter,
+    workdir: str,
+    sleep: Callable[[float], None] = time.sleep,
+    seed: str = "",
+) -> tuple[Downloaded | None, Failure | None, int]:
+    """Download with retries: (result, None, tries) or (None, failure, tries)."""
+    refused = check_url(url, opts.allow_local)
+    if refused:
+        return None, refused, 0
+    bucket = limiter_key(platform, url)
+    rng = random.Random(f"{seed}|{url}")
+    failure: Failure | None = None
+    for attempt in range(1, max(1, opts.attempts) + 1):
+        sleep(max(0.0, limiter.reserve(bucket)))
+        proxy = pick_proxy(opts.proxies, seed, attempt)
+        try:
+            return attempt_once(url, opts, workdir, proxy), None, attempt
+        except Exception as exc:  # yt-dlp raises many types; each becomes a taxonomy entry
+            failure = exc.failure if isinstance(exc, CapExceeded) else taxonomy.classify(exc)
+        if failure.retry_after is not None:
+            limiter.pause(bucket, min(failure.retry_after, opts.max_retry_after))
+        if not failure.retryable or attempt >= opts.attempts:
+            break
+        sleep(backoff(attempt, opts, failure.retry_after, rng))
+    return None, failure, attempt
+
+
+def attempt_once(url: str, opts: DownloadOptions, workdir: str, proxy: str | None) -> Downloaded:
+    """One try: a fresh temp folder, yt-dlp with our caps, then the written file verified."""
+    session = _session(opts, proxy)
+    folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
+    try:
+        info = session.download(url, folder)
+        path = written_file(info, folder, session.recorder, opts)
+        return _verified(path, info, opts)
+    except BaseException as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        if type(exc).__name__ != "DownloadError":  # yt-dlp's own, cleanly handled, failures
+            _drop_session(opts, proxy)
+        raise
+
+
+class _Session:
+    """A YoutubeDL kept per worker thread and settings: building one costs ~0.2 s of CPU (the
+    extractor registry, an SSL context) and it keeps connections and cookies warm. What is
+    per download — the output folder, the size-cap counter, what yt-dlp said — is reset before
+    each one."""
+
+    def __init__(self, opts: DownloadOptions, proxy: str | None):
+        import yt_dlp
+
+        self.cap = _SizeCap(opts.max_bytes)
+        self.params = ytdlp_params(opts, "", proxy, self.cap)
+        self.recorder: Recorder = self.params["logger"]
+        self.ydl = yt_dlp.YoutubeDL(self.params)
+
+    def download(self, url: str, folder: str) -> dict:
+        self.cap.reset()
+        self.recorder.lines.clear()
+        self.ydl.params["outtmpl"]["default"] = os.path.join(folder, "media.%(ext)s")
+        return self.ydl.sanitize_info(self.ydl.extract_info(url, download=True)) or {}
+
+
+_THREAD = threading.local()
+
+
+def _session_key(opts: DownloadOptions, proxy: str | None) -> str:
+    values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(DownloadOptions)}
+    return json.dumps([values, proxy], sort_keys=True, default=str)
+
+
+def _session(opts: DownloadOptions, proxy: str | None) -> _Session:
+    sessions = _THREAD.__dict__.setdefault("sessions", {})
+    key = _session_key(opts, proxy)
+    if key not in sessions:
+        sessions[key] = _Session(opts, proxy)
+    return sessions[key]
+
+
+def _drop_session(opts: DownloadOptions, proxy: str | None) -> None:
+    _THREAD.__dict__.get("sessions", {}).pop(_session_key(opts, proxy), None)
+
+
+def ytdlp_params(
+    opts: DownloadOptions, folder: str, proxy: str | None, cap: _SizeCap | None = None
+) -> dict:
+    from vidal.media.ffmpeg import ffmpeg_exe
+
+    params = base_params(opts.socket_timeout)
+    params.update(
+        format=opts.format,
+        format_sort=list(opts.format_sort),
+        merge_output_format=opts.merge_output_format,
+        outtmpl={"default": os.path.join(folder, "media.%(ext)s")},
+        ffmpeg_location=ffmpeg_exe(),
+        max_filesize=opts.max_bytes,
+        match_filter=_duration_cap(opts.max_duration),
+        progress_hooks=[(cap or _SizeCap(opts.max_bytes)).hook],
+        enable_file_urls=opts.allow_local,
+        overwrites=True,
+        continuedl=False,
+        cachedir=False,
+    )
+    params.update(_passthrough(opts, proxy))
+    params.update(opts.ytdlp)
+    return params
+
+
+def _passthrough(opts: DownloadOptions, proxy: str | None) -> dict:
+    """The yt-dlp options users need at scale, only when set."""
+    extra: dict[str, Any] = {}
+    if opts.cookies:
+        extra["cookiefile"] = opts.cookies
+    if proxy:
+        extra["proxy"] = proxy
+    if opts.sleep_interval is not None:
+        extra["sleep_interval"] = opts.sleep_interval
+        extra["max_sleep_interval"] = opts.max_sleep_interval or opts.sleep_interval
+    if opts.sleep_requests is not None:
+        extra["sleep_interval_requests"] = opts.sleep_requests
+    if opts.impersonate:
+        from yt_dlp.networking.impersonate import ImpersonateTarget
+
+        extra["impersonate"] = ImpersonateTarget.from_str(opts.impersonate)
+    return extra
+
+
+def check_options(opts: DownloadOptions) -> str | None:
+    """A sentence when yt-dlp refuses these options (e.g. an impersonation target whose
+    dependency is missing), so the crawl stops before it starts instead of failing every
+    download the same way."""
+    try:
+        _Session(opts, opts.proxies[0] if opts.proxies else None)
+    except Exception as exc:  # yt-dlp reports bad options with several exception types
+        return f"yt-dlp refuses the download options: {taxonomy.one_line(str(exc))}"
+    return None
+
+
+def _duration_cap(max_duration: float):
+    """A yt-dlp match_filter: stops before any byte is fetched when the site says too long."""
+
+    def check(info: dict, *, incomplete: bool = False):
+        duration = info.get("duration")
+        if isinstance(duration, (int, float)) and duration > max_duration:
+            detail = f"{float(duration):.1f}s > {max_duration:g}s"
+            raise CapExceeded(Failure(taxonomy.TOO_LONG, detail))
+        if info.get("live_status") in ("is_live", "is_upcoming"):
+            raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"live stream ({info['live_status']})"))
+        return None
+
+    return check
+
+
+class _SizeCap:
+    """A yt-dlp progress hook: aborts as soon as the bytes of all streams pass the cap, or the
+    announced size does — also when the server sent no Content-Length."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.seen: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.seen = {}
+
+    def hook(self, d: dict) -> None:
+        name = str(d.get("filename") or d.get("tmpfilename") or "")
+        self.seen[name] = max(self.seen.get(name, 0), int(d.get("downloaded_bytes") or 0))
+        announced = d.get("total_bytes") or 0
+        total = sum(self.seen.values())
+        if total > self.max_bytes or announced > self.max_bytes:
+            detail = f"{max(total, announced)} bytes > {self.max_bytes} (stopped while downloading)"
+            raise CapExceeded(Failure(taxonomy.TOO_LARGE, detail))
+
+
+def written_file(info: dict, folder: str, recorder: Recorder, opts: DownloadOptions) -> str:
+    """The file yt-dlp actually wrote: its own record first, else the one finished file."""
+    for item in info.get("requested_downloads") or []:
+        path = item.get("filepath") or item.get("_filename")
+        if path and os.path.isfile(path):
+            return path
+    files = [
+        os.path.join(folder, f)
+        for f in os.listdir(folder)
+        if f.startswith("media.") and not f.endswith(PARTIAL_SUFFIXES)
+    ]
+    if len(files) == 1:
+        return files[0]
+    said = recorder.said(r"larger than max-filesize")
+    if said:
+        raise CapExceeded(Failure(taxonomy.TOO_LARGE, taxonomy.one_line(said)))
+    said = recorder.said(r"does not pass filter|skipping")
+    detail = taxonomy.one_line(said) if said else "yt-dlp finished without writing a file"
+    raise CapExceeded(Failure(taxonomy.classify_message(detail), detail))
+
+
+def _verified(path: str, info: dict, opts: DownloadOptions) -> Downloaded:
+    from vidal.crawl.search import candidate
+    from vidal.media.ffmpeg import MediaError
+    from vidal.media.probe import probe
+
+    size = os.path.getsize(path)
+    if size > opts.max_bytes:
+        raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
+    probed = None
+    if opts.verify:
+        try:
+            probed = probe(path).to_dict()
+        except MediaError as exc:
+            raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{exc.reason}: {exc.detail}")) from exc
+        if probed["duration"] > opts.max_duration:
+            detail = f"{probed['duration']:.1f}s > {opts.max_duration:g}s (measured on the file)"
+            raise CapExceeded(Failure(taxonomy.TOO_LONG, detail))
+    ext = os.path.splitext(path)[1].lower() or ".bin"
+    return Downloaded(path, ext, size, candidate(info), probed)
