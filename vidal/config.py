@@ -18,10 +18,12 @@ from vidal.crawl.terms import TermsConfig
 from vidal.stages import STAGES, Stage
 from vidal.stages.audio import AudioStage
 from vidal.stages.clip import ClipStage
+from vidal.stages.depth import DepthStage
 from vidal.stages.download import DownloadStage
 from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
 from vidal.stages.search import SearchStage
+from vidal.stages.vl_filter import VLFilterStage
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -68,13 +70,14 @@ class Config:
     name: str = "vidal"
     stages: list[str] = field(default_factory=lambda: ["probe", "keyframes", "audio", "clip"])
     shards: int = 8
-    models: dict[str, str] = field(default_factory=dict)  # model references, recorded as lineage
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
     probe: ProbeStage = field(default_factory=ProbeStage)
     keyframes: KeyframesStage = field(default_factory=KeyframesStage)
     audio: AudioStage = field(default_factory=AudioStage)
     clip: ClipStage = field(default_factory=ClipStage)
+    vl_filter: VLFilterStage = field(default_factory=VLFilterStage)
+    depth: DepthStage = field(default_factory=DepthStage)
     pack: PackConfig = field(default_factory=PackConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
 
@@ -133,3 +136,7 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"keyframes.mode must be 'exact' or 'snap', got {config.keyframes.mode!r}"
         )
+    for stage in (config.vl_filter, config.depth):  # model references and model settings
+        problem = stage.check()
+        if problem:
+            raise ConfigError(problem)

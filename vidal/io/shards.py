@@ -69,13 +69,16 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
         "clip": _public(sample.fields.get("clip", {})),
         "frames": {k: frames.get(k) for k in ("indices", "timestamps", "count", "width", "height")},
         "audio": _public(sample.fields.get("audio", {"present": False})),
+        "vl_filter": _public(sample.fields.get("vl_filter", {}), "embeddings"),
+        "depth": _public(sample.fields.get("depth", {})),
         "errors": sample.errors,
         "lineage": {**sample.lineage, "vidal": __version__},
     }
 
 
-def _public(fields: dict) -> dict:
-    return {k: v for k, v in fields.items() if k != "file"}
+def _public(fields: dict, *private: str) -> dict:
+    """A stage's fields without store locations (meaningless outside this build)."""
+    return {k: v for k, v in fields.items() if k not in ("file", *private)}
 
 
 def tar_members(store: Store, sample: Sample, caption_view: str) -> dict:
@@ -118,12 +121,17 @@ SHARD_SCHEMA = pa.schema(
         ("mp4_bytes", pa.int64()),
         ("flac_bytes", pa.int64()),
         ("sample_bytes", pa.int64()),
+        ("vl_score", pa.float64()),
+        ("vl_score_max", pa.float64()),
+        ("depth_min_mm", pa.float64()),
+        ("depth_max_mm", pa.float64()),
     ]
 )
 
 
 def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
     probe = sample.fields.get("probe", {})
+    vl, depth = sample.fields.get("vl_filter", {}), sample.fields.get("depth", {})
     caption = primary_caption(sample, caption_view)
     return {
         "key": sample.key,
@@ -144,6 +152,10 @@ def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
         "mp4_bytes": sizes.get("mp4"),
         "flac_bytes": sizes.get("flac"),
         "sample_bytes": sum(sizes.values()) if sizes else None,
+        "vl_score": vl.get("score"),
+        "vl_score_max": vl.get("score_max"),
+        "depth_min_mm": depth.get("min_mm"),
+        "depth_max_mm": depth.get("max_mm"),
     }
 
 

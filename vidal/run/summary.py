@@ -80,7 +80,7 @@ def dataset_json(config, total: dict, seconds: float, shard_files: list[str]) ->
         "seconds": round(seconds, 2),
         "shard_files": shard_files,
         "stages": {s.name: s.lineage() for s in config.pipeline()},
-        "models": dict(config.models),
+        "models": {s.name: s.model for s in config.pipeline() if getattr(s, "model", None)},
         "config": config.to_dict(),
     }
 

@@ -3,11 +3,14 @@
 from vidal.stages.audio import AudioStage
 from vidal.stages.base import Stage, StageContext
 from vidal.stages.clip import ClipStage
+from vidal.stages.depth import DepthStage
 from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
+from vidal.stages.vl_filter import VLFilterStage
 
 STAGES: dict[str, type[Stage]] = {
-    cls.name: cls for cls in (ProbeStage, KeyframesStage, AudioStage, ClipStage)
+    cls.name: cls
+    for cls in (ProbeStage, KeyframesStage, AudioStage, ClipStage, VLFilterStage, DepthStage)
 }
 
 __all__ = ["STAGES", "Stage", "StageContext"]
