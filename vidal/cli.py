@@ -36,6 +36,58 @@ def _common(parser: argparse.ArgumentParser, source_required: bool) -> None:
     )
 
 
+def _train_parsers(sub) -> None:
+    train = sub.add_parser("train", help="contrastive training on the shards (LanguageBind recipe)")
+    train.add_argument("--data", help="shard URLs: brace pattern or glob (config: train.shards)")
+    train.add_argument("--modality", choices=["video", "depth", "infrared", "audio"])
+    train.add_argument("--out", help="checkpoints, logs (config: train.out)")
+    train.add_argument("--steps", type=int)
+    train.add_argument("--held-out", help="shards for zero-shot retrieval after training")
+    train.add_argument("--pipeline", default="vidal10m")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.lr=1e-4")
+    evaluate = sub.add_parser("eval", help="zero-shot retrieval / classification of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data", help="held-out shards: text<->modality retrieval")
+    evaluate.add_argument("--classify", help="folder/<label>/<files>: zero-shot classification")
+    export = sub.add_parser("export", help="write a dataset in another tool's layout")
+    export.add_argument("format", choices=["languagebind"])
+    export.add_argument("--dataset", required=True, help="the build's output folder")
+    export.add_argument("--to", required=True, help="destination folder")
+    export.add_argument("--folder", default="vidal", help="LanguageBind's `folder` name")
+
+
+def _train_job(args) -> int:
+    from vidal.train.run import print_summary, run_eval, run_train
+
+    if args.command == "train":
+        overrides = list(args.overrides)
+        for flag, key in (
+            ("data", "shards"),
+            ("modality", "data.modality"),
+            ("out", "out"),
+            ("steps", "steps"),
+        ):
+            if getattr(args, flag) is not None:
+                overrides.append(f"train.{key}={getattr(args, flag)}")
+        config = load_config(args.pipeline, overrides).train
+        if not config.shards:
+            raise ConfigError("no shards to train on: pass --data 'OUT/shards/vidal-*.tar'")
+        print_summary(run_train(config, args.held_out))
+        return 0
+    if args.command == "eval":
+        print_summary(run_eval(args.checkpoint, args.data, args.classify))
+        return 0
+    import glob
+
+    from vidal.io.export import export_languagebind
+
+    shards = sorted(glob.glob(f"{args.dataset}/shards/vidal-*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"no shards under {args.dataset}/shards/")
+    print(export_languagebind(shards, args.to, args.folder))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vidal", description="Build VIDAL-style multi-modal datasets.")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -56,6 +108,7 @@ def parser() -> argparse.ArgumentParser:
     rule.add_argument("--threshold", type=float, help="keep clips whose score is at least this")
     rule.add_argument("--top-fraction", type=float, help="keep this best fraction per term")
     refilter.add_argument("overrides", nargs="*", metavar="key=value")
+    _train_parsers(sub)
     from vidal.run.crawl import add_parsers as add_crawl_parsers
 
     add_crawl_parsers(sub)  # `vidal terms`, `vidal crawl`
@@ -117,6 +170,8 @@ def _dispatch(args) -> int:
         from vidal.demo import run_demo
 
         return run_demo(args.out, args.synthetic, local=args.local)
+    if args.command in ("train", "eval", "export"):
+        return _train_job(args)
     if args.command in ("terms", "crawl"):
         from vidal.run.crawl import dispatch as crawl_dispatch
 

@@ -24,6 +24,7 @@ from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
 from vidal.stages.search import SearchStage
 from vidal.stages.vl_filter import VLFilterStage
+from vidal.train.config import TrainConfig
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
@@ -80,6 +81,7 @@ class Config:
     depth: DepthStage = field(default_factory=DepthStage)
     pack: PackConfig = field(default_factory=PackConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def stage(self, name: str) -> Stage:
         return getattr(self, name)

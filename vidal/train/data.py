@@ -1,0 +1,196 @@
+"""Streaming the shards into training batches, with no vidal code needed to read them.
+
+Shards are listed from URLs (local or fsspec, brace patterns), shuffled per epoch
+deterministically (seed + epoch), split across processes and DataLoader workers (or resampled
+with replacement, for multi-node runs where shards do not divide evenly), read with
+webdataset, shuffled in a buffer, and preprocessed per modality. A sample that cannot be
+decoded is skipped with a rate-limited warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from vidal.train import preprocess
+from vidal.train.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+MEMBERS = {"video": "mp4", "depth": "depth.png", "infrared": "ir.png", "audio": "flac"}
+
+
+def expand_urls(urls: str | list[str]) -> list[str]:
+    """Brace patterns and '::'-separated lists, like webdataset; local globs too."""
+    if isinstance(urls, list):
+        return [u for pattern in urls for u in expand_urls(pattern)]
+    found: list[str] = []
+    for url in wds.shardlists.expand_urls(urls):
+        if any(ch in url for ch in "*?[") and "://" not in url:
+            import glob
+
+            found.extend(sorted(glob.glob(url)))
+        else:
+            found.append(url)
+    if not found:
+        raise FileNotFoundError(f"no shards match {urls!r}")
+    return found
+
+
+def process_info() -> tuple[int, int, int, int]:
+    """(rank, world size, worker id, workers)."""
+    rank, world = 0, 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    worker = get_worker_info()
+    return rank, world, (worker.id if worker else 0), (worker.num_workers if worker else 1)
+
+
+class ShardList(IterableDataset):
+    """This process and worker's shards for the current epoch."""
+
+    def __init__(self, urls: list[str], seed: int, shuffle: bool, resampled: bool):
+        self.urls, self.seed, self.shuffle, self.resampled = urls, seed, shuffle, resampled
+        self.epoch = 0
+
+    def __iter__(self):
+        rank, world, worker, workers = process_info()
+        if self.resampled:
+            rng = random.Random(f"{self.seed}/{self.epoch}/{rank}/{worker}")
+            while True:
+                yield {"url": rng.choice(self.urls)}
+        urls = list(self.urls)
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(urls)
+        for url in urls[rank * workers + worker :: world * workers]:
+            yield {"url": url}
+
+
+class EpochShuffle:
+    """A shuffle buffer reseeded per (epoch, process, worker): a different order every epoch,
+    the same order on a rerun (which exact resume relies on)."""
+
+    def __init__(self, bufsize: int, shards: ShardList, seed: int):
+        self.bufsize, self.shards, self.seed = bufsize, shards, seed
+
+    def __call__(self, src):
+        rank, _, worker, _ = process_info()
+        rng = random.Random(f"{self.seed}/{self.shards.epoch}/{rank}/{worker}")
+        return wds.shuffle(self.bufsize, min(100, self.bufsize), rng=rng)(src)
+
+
+class RateLimitedWarning:
+    """Counts skipped samples; logs at most once every `every` seconds."""
+
+    def __init__(self, every: float = 10.0):
+        self.every, self.last, self.skipped = every, 0.0, 0
+
+    def __call__(self, exc: Exception) -> bool:
+        self.skipped += 1
+        if time.monotonic() - self.last > self.every:
+            self.last = time.monotonic()
+            log.warning(
+                "skipping a sample that does not decode (%d so far): %s: %s",
+                self.skipped,
+                type(exc).__name__,
+                exc,
+            )
+        return True  # keep going
+
+
+def caption(meta: dict, cfg: DataConfig, rng: random.Random) -> tuple[str, int | None]:
+    """The training text and, when it is keyframe caption k, k: LanguageBind then pairs the
+    text with depth / infrared frame k, the frame it describes."""
+    views = {k: v for k, v in meta.get("text", {}).items() if v}
+    title = meta.get("title", "")
+    if cfg.text_view != "mix":
+        name = cfg.text_view if cfg.text_view in views else "raw"
+    else:
+        names = [n for n in cfg.mix_weights if n in views] or ["raw"]
+        name = rng.choices(names, weights=[cfg.mix_weights.get(n, 1.0) for n in names])[0]
+    text = views.get(name, title)
+    if isinstance(text, list):  # keyframe captions: one of the 8, and its frame
+        if not text:
+            return str(title), None
+        index = rng.randrange(len(text))
+        return str(text[index]), index
+    return str(text), None
+
+
+class Preprocess:
+    """Raw tar members -> {"input": tensor, "text": str, "key": str}."""
+
+    def __init__(self, cfg: DataConfig, train: bool, epoch_ref: ShardList):
+        self.cfg, self.train, self.epoch_ref = cfg, train, epoch_ref
+
+    def __call__(self, sample: dict) -> dict:
+        member = MEMBERS[self.cfg.modality]
+        if member not in sample:
+            raise KeyError(f"{sample.get('__key__')} has no .{member} member")
+        meta = json.loads(sample["json"])
+        seed = hashlib.sha256(
+            f"{sample['__key__']}/{self.cfg.seed}/{self.epoch_ref.epoch}".encode()
+        )
+        rng = random.Random(seed.hexdigest()) if self.train else random.Random(0)
+        text, frame = caption(meta, self.cfg, rng)
+        tensor = self._tensor(sample[member], meta, rng, frame)
+        return {"input": tensor, "text": text, "key": sample["__key__"]}
+
+    def _tensor(self, data: bytes, meta: dict, rng: random.Random, frame: int | None):
+        cfg, size = self.cfg, self.cfg.image_size
+        if cfg.modality == "video":
+            return preprocess.video_tensor(data, cfg.num_frames, size, self.train, rng)
+        if cfg.modality == "audio":
+            return preprocess.audio_tensor(data, cfg.audio_frames)
+        image = _png(data)
+        count = meta.get("frames", {}).get("count") or 8
+        fn = preprocess.depth_tensor if cfg.modality == "depth" else preprocess.infrared_tensor
+        return fn(image, count, size, self.train, rng, frame)
+
+
+def _png(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def make_dataset(urls, cfg: DataConfig, train: bool) -> tuple[wds.DataPipeline, ShardList]:
+    if cfg.modality not in MEMBERS:
+        raise ValueError(f"modality must be one of {', '.join(MEMBERS)}, not {cfg.modality!r}")
+    shards = ShardList(
+        expand_urls(urls), cfg.seed, shuffle=train, resampled=cfg.resampled and train
+    )
+    handler = RateLimitedWarning()
+    stages = [shards, wds.tarfile_to_samples(handler=handler)]
+    if train and cfg.shuffle_buffer > 1:
+        stages.append(EpochShuffle(cfg.shuffle_buffer, shards, cfg.seed))
+    stages.append(wds.map(Preprocess(cfg, train, shards), handler=handler))
+    return wds.DataPipeline(*stages), shards
+
+
+def make_loader(urls, cfg: DataConfig, train: bool) -> tuple[DataLoader, ShardList]:
+    dataset, shards = make_dataset(urls, cfg, train)
+    workers = min(cfg.workers, len(shards.urls)) if not cfg.resampled else cfg.workers
+    # its own generator, so creating a loader iterator never draws from the global RNG: exact
+    # resume relies on the global RNG stream belonging to the training steps alone
+    generator = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        dataset,
+        generator=generator,
+        batch_size=cfg.batch_size,
+        num_workers=workers,
+        drop_last=train,
+        persistent_workers=False,
+        multiprocessing_context="fork" if workers else None,
+    )
+    return loader, shards
