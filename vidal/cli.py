@@ -99,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
     _common(run, source_required=False)
     demo = sub.add_parser("demo", help="offline demo: sample videos -> stages -> shards")
     demo.add_argument("--out", default="demo-out")
-    demo.add_argument("--synthetic", type=int, default=12, help="generated captioned clips")
+    demo.add_argument("--synthetic", type=int, default=48, help="generated captioned clips")
     demo.add_argument("--local", action="store_true", help="run without Ray")
     refilter = sub.add_parser("refilter", help="re-decide the VL filter from the stored scores")
     refilter.add_argument("--out", required=True, help="the built dataset")

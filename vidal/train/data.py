@@ -178,7 +178,12 @@ def make_dataset(urls, cfg: DataConfig, train: bool) -> tuple[wds.DataPipeline, 
     return wds.DataPipeline(*stages), shards
 
 
-def make_loader(urls, cfg: DataConfig, train: bool) -> tuple[DataLoader, ShardList]:
+def make_loader(
+    urls, cfg: DataConfig, train: bool, drop_last: bool | None = None
+) -> tuple[DataLoader, ShardList]:
+    """A DataLoader over the shards. Each worker batches its own samples, so a worker's last
+    batch is partial; `drop_last` (default: in training) drops it. Several processes must drop
+    it: gathering features needs equal batch sizes on every rank."""
     dataset, shards = make_dataset(urls, cfg, train)
     workers = min(cfg.workers, len(shards.urls)) if not cfg.resampled else cfg.workers
     # its own generator, so creating a loader iterator never draws from the global RNG: exact
@@ -189,7 +194,7 @@ def make_loader(urls, cfg: DataConfig, train: bool) -> tuple[DataLoader, ShardLi
         generator=generator,
         batch_size=cfg.batch_size,
         num_workers=workers,
-        drop_last=train,
+        drop_last=train if drop_last is None else drop_last,
         persistent_workers=False,
         multiprocessing_context="fork" if workers else None,
     )

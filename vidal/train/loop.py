@@ -101,6 +101,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# may differ between a run and its resumption: how long, how often to log and save
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "out", "shards"}
+
+
+def _check_same_run(saved: dict, current: dict, path: Path) -> None:
+    changed = sorted(
+        k for k in current if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]
+    )
+    if changed:
+        raise ValueError(
+            f"{path} was written by a run with different settings ({', '.join(changed)}): "
+            "resume with the same config, or train into a new --out"
+        )
+
+
 def atomic_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -122,7 +137,9 @@ class Trainer:
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)
         )
         self.scheduler = cosine_schedule(self.optimizer, cfg)
-        self.loader, self.shards = make_loader(cfg.shards, cfg.data, train=True)
+        # one process may train on a worker's partial last batch (small datasets lose nothing);
+        # several must not: their gathered batches have to be the same size
+        self.loader, self.shards = make_loader(cfg.shards, cfg.data, True, drop_last=self.world > 1)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.out = Path(cfg.out)
         self.autocast = cfg.precision == "bf16" or (
@@ -160,6 +177,7 @@ class Trainer:
         if not path.exists():
             return None
         state = torch.load(path, map_location=self.device, weights_only=False)
+        _check_same_run(state["config"], asdict(self.cfg), path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -178,6 +196,8 @@ class Trainer:
             self.shards.epoch = self.epoch
             produced = 0
             for index, batch in enumerate(self.loader):
+                if len(batch["key"]) < 2:  # a contrastive loss needs a negative
+                    continue
                 produced += 1
                 if index < skip:
                     continue

@@ -46,16 +46,28 @@ def untile(image: np.ndarray, count: int) -> np.ndarray:
 
 
 def video_tensor(mp4: bytes, frames: int, size: int, train: bool, rng: random.Random):
-    """(frames, 3, size, size) from an encoded clip, at LanguageBind's frame indices."""
+    """(frames, 3, size, size) from an encoded clip, at LanguageBind's frame indices. Every
+    frame is decoded (the clips are short and small) but only the picked ones are converted."""
     import av
 
     with av.open(io.BytesIO(mp4)) as container:
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        stream = container.streams.video[0]
+        total = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
+        if not stream.frames:
+            container.seek(0)
+        picks = np.linspace(0, max(total, 1) - 1, frames, dtype=int).tolist()
+        wanted, decoded = set(picks), {}
+        for index, frame in enumerate(container.decode(stream)):
+            if index in wanted:
+                decoded[index] = frame.to_ndarray(format="rgb24")
+            if index >= picks[-1]:
+                break
     if not decoded:
         raise ValueError("the clip decodes to no frames")
-    picks = np.linspace(0, len(decoded) - 1, frames, dtype=int)
-    array = torch.from_numpy(np.stack([decoded[i] for i in picks])).permute(0, 3, 1, 2).float()
-    return clip_normalize(resize_crop(array / 255.0, size, train, rng))
+    last = decoded[max(decoded)]  # a clip shorter than its header says: repeat its last frame
+    array = np.stack([decoded.get(i, last) for i in picks])
+    tensor = torch.from_numpy(array).permute(0, 3, 1, 2).float()
+    return clip_normalize(resize_crop(tensor / 255.0, size, train, rng))
 
 
 def _pick_frame(count: int, train: bool, rng: random.Random, frame: int | None) -> int:
