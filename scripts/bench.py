@@ -1,0 +1,422 @@
+"""`make bench`: media throughput of vidal as ratios against ffmpeg measured in the same run.
+
+Over generated 720p h264+aac clips (5-20 s, a keyframe every 2 s, cached in <out>/clips):
+
+- reference: single-threaded ffmpeg decoding each clip's video in full;
+- keyframes (exact and snap, each backend): time as a ratio of the reference;
+- audio extraction and the clip re-encode (ClipStage's defaults): clips/s;
+- the whole build (`vidal build`, Ray on this machine): clips/s, peak RSS of the driver;
+- the limit: per clip one single-threaded ffmpeg that decodes once and writes the same outputs
+  (the encode, the FLAC, the 8 tiled frames), as many in parallel as there are cores.
+  The build's ratio to it says how much the pipeline itself costs.
+
+The single-process measurements run clip by clip, interleaved, so load from other processes on
+the machine hits the reference and the measured code alike. Results go to stdout as JSON and a
+table, and to <out>/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+
+from vidal.media.audio import extract_audio
+from vidal.media.encode import EncodeSettings, encode_clip, even_size
+from vidal.media.ffmpeg import ffmpeg_exe, run_ffmpeg
+from vidal.media.frames import sample_keyframes, uniform_indices
+from vidal.media.probe import probe
+from vidal.media.synth import make_bench_clip
+from vidal.stages.clip import ClipStage
+from vidal.stages.keyframes import KeyframesStage
+
+SIZE = (1280, 720)
+FRAMES = 8
+# the media stages, whose outputs the limit reproduces (model stages need weights)
+BUILD_OVERRIDES = ["stages=[probe,keyframes,audio,clip]"]
+REFERENCE = "full decode (ffmpeg -threads 1)"
+TARGETS = {"exact": 0.4, "snap": 0.1, "build_vs_limit": 0.9}
+
+
+# --- clips --------------------------------------------------------------------------------
+
+
+def clip_duration(i: int) -> float:
+    """Clip i's length: a golden-ratio sequence, spread evenly over [5, 20) s for any count,
+    so `--clips 8` reuses the first clips of the default set."""
+    return round(5.0 + 15.0 * ((i * 0.6180339887) % 1.0), 2)
+
+
+def _make_one(args: tuple[str, int]) -> str:
+    path, i = args
+    if not os.path.exists(path):
+        make_bench_clip(path, clip_duration(i), seed=i)
+    return path
+
+
+def ensure_clips(folder: Path, n: int) -> list[Path]:
+    """The first `n` bench clips, generated (one process per core) where not cached."""
+    paths = [folder / f"clip-{i:04d}.mp4" for i in range(n)]
+    todo = [(str(p), i) for i, p in enumerate(paths) if not p.exists()]
+    if todo:
+        print(f"generating {len(todo)} clips in {folder} ...", file=sys.stderr)
+        started = time.perf_counter()
+        with ProcessPoolExecutor(os.cpu_count()) as pool:
+            list(pool.map(_make_one, todo))
+        print(f"  done in {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    return paths
+
+
+# --- single-process measurements ----------------------------------------------------------
+
+
+def full_decode(path: Path) -> None:
+    """The reference: the clip's whole video stream decoded by one ffmpeg thread."""
+    run_ffmpeg(["-threads", "1", "-i", str(path), "-map", "0:v:0", "-f", "null", "-"])
+
+
+def keyframe_jobs() -> dict:
+    """name -> fn(path): every keyframe sampler this machine has."""
+    short = KeyframesStage.short_side
+    backends = ["pyav"] + (["decord"] if _has("decord") else [])
+    return {
+        f"keyframes {mode} ({backend})": (
+            lambda p, m=mode, b=backend: sample_keyframes(p, FRAMES, m, short, b, SIZE)
+        )
+        for backend in backends
+        for mode in ("exact", "snap")
+    }
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def encode_settings(duration: float) -> EncodeSettings:
+    """ClipStage's defaults, as the clip stage builds them."""
+    s = ClipStage()
+    return EncodeSettings(
+        s.short_side, s.crf, s.preset, s.keep_audio, s.audio_bitrate, s.threads, duration
+    )
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished (waited-for) children, user + system.
+
+    Ratios of CPU time hold up on a loaded machine, where wall time also measures how the
+    scheduler shares the cores: a multi-threaded ffmpeg gets a bigger share than one thread.
+    """
+    own, children = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+class Timer:
+    """Wall and CPU seconds of a block."""
+
+    def __enter__(self):
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
+
+
+def measure_single(paths: list[Path], tmp: Path) -> dict[str, dict]:
+    """Wall and CPU seconds per measurement, summed over the clips; each clip runs every
+    measurement in turn, so a burst of load elsewhere hits them all alike."""
+    jobs = {REFERENCE: full_decode, "probe (PyAV)": probe, **keyframe_jobs()}
+    jobs["audio (extract_audio)"] = lambda p: extract_audio(p, tmp / "a.flac", 16000)
+    jobs["clip encode (encode_clip)"] = lambda p: encode_clip(
+        p, tmp / "c.mp4", SIZE, encode_settings(probe(p).duration), has_audio=True
+    )
+    totals = {name: {"wall": 0.0, "cpu": 0.0} for name in jobs}
+    for k, path in enumerate(paths):
+        for name, fn in jobs.items():
+            with Timer() as t:
+                fn(path)
+            totals[name]["wall"] += t.wall
+            totals[name]["cpu"] += t.cpu
+        if (k + 1) % 20 == 0:
+            print(f"  single-process: {k + 1}/{len(paths)} clips", file=sys.stderr)
+    return totals
+
+
+# --- the limit: one ffmpeg per clip, one decode, every output -----------------------------
+
+
+def limit_command(path: Path, out: Path) -> list[str]:
+    """One single-threaded ffmpeg writing the clip, its FLAC and the 8 tiled frames."""
+    info = probe(path)
+    s = ClipStage()
+    width, height = even_size(info.width, info.height, s.short_side)
+    picks = uniform_indices(info.num_frames, FRAMES)
+    select = "+".join(f"eq(n\\,{i})" for i in picks)
+    graph = (
+        f"[0:v]split=2[a][b];[a]scale={width}:{height}:flags=bicubic,setsar=1[v];"
+        f"[b]select='{select}',scale={width}:{height}:flags=bicubic,tile={FRAMES}x1[f]"
+    )
+    one = ["-threads", "1"]
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+    cmd += [*one, "-filter_threads", "1", "-filter_complex_threads", "1", "-i", str(path)]
+    cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "0:a:0", "-c:v", "libx264"]
+    cmd += ["-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p", *one]
+    cmd += ["-c:a", "aac", "-b:a", s.audio_bitrate, "-ac", "1", "-movflags", "+faststart"]
+    cmd += [str(out / "clip.mp4"), "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-c:a", "flac"]
+    cmd += [str(out / "audio.flac"), "-map", "[f]", "-fps_mode", "passthrough", *one]
+    cmd += ["-frames:v", "1", "-q:v", "2", "-update", "1", str(out / "frames.jpg")]
+    return cmd
+
+
+def _limit_one(path: Path, tmp: Path) -> None:
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    try:
+        subprocess.run(limit_command(path, out), check=True, capture_output=True)
+        if not all((out / f).stat().st_size for f in ("clip.mp4", "audio.flac", "frames.jpg")):
+            raise RuntimeError(f"limit run on {path} left an empty output")
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def measure_limit(paths: list[Path], tmp: Path) -> dict:
+    with Timer() as t, ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(lambda p: _limit_one(p, tmp), paths))
+    return {"wall": t.wall, "cpu": t.cpu}
+
+
+# --- the whole build ----------------------------------------------------------------------
+
+
+def write_manifest(paths: list[Path], out: Path) -> Path:
+    manifest = out / "build-source.jsonl"
+    rows = [{"path": str(p.resolve()), "title": f"bench clip {p.stem}"} for p in paths]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+class TreeWatch(threading.Thread):
+    """Samples, from /proc, a process's peak RSS (VmHWM), its tree's peak summed RSS, and the
+    tree's CPU seconds (ffmpeg children are counted through their parent once it reaps them:
+    counting them alive too would count them twice). CPU is approximate: up to one sampling
+    interval of each process's last moments is missed."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        super().__init__(daemon=True)
+        self.pid, self.interval = pid, interval
+        self.driver_kb = self.tree_kb = 0
+        self.cpu: dict[int, float] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            self.driver_kb = max(self.driver_kb, _status_kb(self.pid, "VmHWM"))
+            tree = _descendants(self.pid) | {self.pid}
+            self.tree_kb = max(self.tree_kb, sum(_status_kb(p, "VmRSS") for p in tree))
+            for pid in tree:
+                name, seconds = _cpu(pid)
+                if name and not name.startswith("ffmpeg"):
+                    self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
+
+
+def _cpu(pid: int) -> tuple[str, float]:
+    """(command name, user + system seconds of it and of its reaped children)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return "", 0.0
+    name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
+    return name, sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kb(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def measure_build(paths: list[Path], out: Path, shards: int, attempts: int = 3) -> dict:
+    """`vidal build` over the clips into a fresh folder: wall and CPU seconds, memory.
+
+    A failed build is rerun on the same folder (it resumes: finished stages are skipped) and
+    the times add up; the failures are reported, as a build that needs reruns is slower.
+    """
+    target = out / "build"
+    shutil.rmtree(target, ignore_errors=True)
+    cmd = [sys.executable, "-m", "vidal.cli", "build", "--source", str(write_manifest(paths, out))]
+    cmd += ["--out", str(target), "--shards", str(shards), "--quiet", *BUILD_OVERRIDES]
+    result = {"wall": 0.0, "cpu": 0.0, "peak_driver_rss_mb": 0.0, "peak_tree_rss_mb": 0.0}
+    result["failures"] = []
+    for _ in range(attempts):
+        code, stderr = _run_watched(cmd, result)
+        if code == 0:
+            break
+        result["failures"].append(stderr.strip().splitlines()[-1][-300:] if stderr else code)
+        print(f"  build failed, resuming: {result['failures'][-1]}", file=sys.stderr)
+    else:
+        raise RuntimeError(f"vidal build failed {attempts} times: {result['failures']}")
+    totals = json.loads((target / "dataset.json").read_text())["totals"]
+    return {**result, "kept": totals.get("kept", 0), "failed": totals.get("failed", 0)}
+
+
+def _run_watched(cmd: list[str], result: dict) -> tuple[int, str]:
+    """Run `cmd`, adding its wall and CPU seconds to `result` and raising its memory peaks."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watch = TreeWatch(proc.pid)
+    watch.start()
+    _, stderr = proc.communicate()
+    result["wall"] += time.perf_counter() - started
+    watch.done.set()
+    watch.join()
+    result["cpu"] += sum(watch.cpu.values())
+    for key, kb in (("peak_driver_rss_mb", watch.driver_kb), ("peak_tree_rss_mb", watch.tree_kb)):
+        result[key] = max(result[key], round(kb / 1024, 1))
+    return proc.returncode, stderr
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def _rates(n: int, wall: float, cpu: float, ref: dict | None = None) -> dict:
+    row = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "clips_per_s": round(n / wall, 3)}
+    if ref:
+        row["cpu_vs_full_decode"] = round(cpu / ref["cpu"], 4)
+        row["wall_vs_full_decode"] = round(wall / ref["wall"], 4)
+    return row
+
+
+def summarise(paths: list[Path], single: dict, limit: dict, build: dict) -> dict:
+    n, ref = len(paths), single[REFERENCE]
+    rows = {name: _rates(n, t["wall"], t["cpu"], ref) for name, t in single.items()}
+    ratio = {"clips_per_s": round(limit["wall"] / build["wall"], 4)}
+    ratio["cpu"] = round(limit["cpu"] / build["cpu"], 4) if build["cpu"] else None
+    checks = {name: row["cpu_vs_full_decode"] <= _target(name) for name, row in rows.items()}
+    checks = {k: v for k, v in checks.items() if _target(k) < 1e9}
+    checks["build_vs_limit"] = ratio["clips_per_s"] >= TARGETS["build_vs_limit"]
+    keys = ("kept", "failed", "failures", "peak_driver_rss_mb", "peak_tree_rss_mb")
+    stats = {k: build[k] for k in keys}
+    return {
+        "clips": n,
+        "cores": os.cpu_count(),
+        "video_seconds": round(sum(clip_duration(i) for i in range(n)), 1),
+        "single_process": rows,
+        "limit": _rates(n, limit["wall"], limit["cpu"]),
+        "build": {**_rates(n, build["wall"], build["cpu"]), **stats},
+        "build_vs_limit": ratio,
+        "targets": TARGETS,
+        "meets_target": checks,
+    }
+
+
+def _target(name: str) -> float:
+    """The ratio to full decode a keyframe sampler must stay under (pyav is the default)."""
+    if "keyframes" not in name or "pyav" not in name:
+        return float("inf")
+    return TARGETS["snap"] if "snap" in name else TARGETS["exact"]
+
+
+def print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    n, cores = result["clips"], result["cores"]
+    title = f"vidal bench: {n} clips (720p h264+aac, 5-20 s, {result['video_seconds']} s), "
+    table = Table(title=title + f"{cores} cores", header_style="bold")
+    for col in ("measurement", "wall s", "CPU s", "clips/s", "ratio (CPU)", "ratio (wall)"):
+        table.add_column(col, justify="left" if col == "measurement" else "right")
+    table.add_column("target")
+    for name, row in result["single_process"].items():
+        target = _target(name)
+        mark = "" if target > 1e9 else f"≤ {target}× " + _ok(row["cpu_vs_full_decode"] <= target)
+        table.add_row(
+            name, *_cells(row), f"{row['cpu_vs_full_decode']:.3f}×",
+            f"{row['wall_vs_full_decode']:.3f}×", mark,
+        )  # fmt: skip
+    ratio, goal = result["build_vs_limit"], TARGETS["build_vs_limit"]
+    table.add_row("limit: 1 ffmpeg per clip, pool", *_cells(result["limit"]), "1×", "1×", "")
+    cpu = f"{ratio['cpu']:.3f}×" if ratio["cpu"] else "?"
+    met = _ok(ratio["clips_per_s"] >= goal)
+    table.add_row(
+        "whole build (vidal build, Ray)", *_cells(result["build"]), cpu,
+        f"{ratio['clips_per_s']:.3f}×", f"≥ {goal}× limit {met}",
+    )  # fmt: skip
+    console = Console(width=max(150, Console().width))
+    console.print(table)
+    build = result["build"]
+    console.print(
+        "ratios: single-process rows against the full decode, the build against the limit "
+        "(clips/s for wall, CPU seconds for CPU)\n"
+        f"build: kept {build['kept']}, failed {build['failed']}, reruns after a crash: "
+        f"{len(build['failures'])} {build['failures'] or ''}; peak RSS: driver "
+        f"{build['peak_driver_rss_mb']} MB, driver + Ray processes {build['peak_tree_rss_mb']} MB"
+    )
+
+
+def _cells(row: dict) -> list[str]:
+    return [f"{row['wall_s']:.1f}", f"{row['cpu_s']:.1f}", f"{row['clips_per_s']:.2f}"]
+
+
+def _ok(good: bool) -> str:
+    return "[green]ok[/]" if good else "[red]missed[/]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=200, help="number of clips (default 200)")
+    parser.add_argument("--out", default="bench-out", help="output folder (clips cached inside)")
+    parser.add_argument("--shards", type=int, default=8, help="shards of the build (default 8)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = ensure_clips(out / "clips", args.clips)
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        print("single-process measurements ...", file=sys.stderr)
+        single = measure_single(paths, Path(tmp))
+        print("limit: one ffmpeg per clip ...", file=sys.stderr)
+        limit = measure_limit(paths, Path(tmp))
+    print("whole build ...", file=sys.stderr)
+    build = measure_build(paths, out, args.shards)
+    result = summarise(paths, single, limit, build)
+    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result, indent=1))
+    print_table(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
