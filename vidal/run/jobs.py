@@ -33,6 +33,18 @@ def _audit(builder: Builder, stage_names: list[str]) -> StageAudit:
     return audit
 
 
+def _with_builder(config: Config, source, out, quiet: bool, runner, work):
+    """Run `work(builder)` with a runner and progress display; the runner is always shut down."""
+    runner = runner or make_runner(config.runner)
+    progress = QuietProgress() if quiet or not config.runner.progress else RichProgress()
+    try:
+        with progress:
+            builder = Builder(config, source, out, runner, progress)
+            return builder, work(builder)
+    finally:
+        runner.shutdown()
+
+
 def build(
     config: Config,
     source: str | None,
@@ -43,16 +55,12 @@ def build(
 ) -> Outcome:
     """Every missing stage, then the shards, dataset.json and the summary."""
     started = time.time()
-    runner = runner or make_runner(config.runner)
-    progress = QuietProgress() if quiet or not config.runner.progress else RichProgress()
-    try:
-        with progress:
-            builder = Builder(config, source, out, runner, progress)
-            builder.run_stages(retry_failed=retry_failed)
-            stats = builder.pack()
-    finally:
-        if runner is not None:
-            runner.shutdown()
+
+    def work(builder: Builder) -> list[dict]:
+        builder.run_stages(retry_failed=retry_failed)
+        return builder.pack()
+
+    builder, stats = _with_builder(config, source, out, quiet, runner, work)
     total = totals(stats)
     seconds = time.time() - started
     names = [s.name for s in builder.stages]
@@ -85,14 +93,10 @@ def run_stage(
     if stage not in config.stages:
         raise ConfigError(f"stage {stage!r} is not in this pipeline ({', '.join(config.stages)})")
     started = time.time()
-    runner = runner or make_runner(config.runner)
-    progress = QuietProgress() if quiet or not config.runner.progress else RichProgress()
-    try:
-        with progress:
-            builder = Builder(config, source, out, runner, progress)
-            builder.run_stages(upto=config.stages.index(stage), retry_failed=retry_failed)
-    finally:
-        runner.shutdown()
+    upto = config.stages.index(stage)
+    builder, _ = _with_builder(
+        config, source, out, quiet, runner, lambda b: b.run_stages(upto, retry_failed)
+    )
     names = config.stages[: config.stages.index(stage) + 1]
     audit = _audit(builder, names)
     total = {
