@@ -23,7 +23,9 @@ demo:  ## offline: real sample videos + generated clips -> all stages -> shards
 
 bench:  ## throughput figures as ratios against a reference measured in the same run
 	$(BIN)/python scripts/bench.py
+	$(BIN)/python scripts/bench_models.py
 	$(BIN)/python scripts/bench_crawl.py
+	$(BIN)/python scripts/bench_scale.py
 
 crawl:  ## search terms -> yt-dlp search -> text filters -> download (needs the network)
 	test -f manifests/terms.csv || $(BIN)/vidal terms --out manifests/terms.csv
