@@ -108,6 +108,13 @@ def parser() -> argparse.ArgumentParser:
     rule.add_argument("--threshold", type=float, help="keep clips whose score is at least this")
     rule.add_argument("--top-fraction", type=float, help="keep this best fraction per term")
     refilter.add_argument("overrides", nargs="*", metavar="key=value")
+    report = sub.add_parser("report", help="a static HTML report of a built dataset")
+    report.add_argument("--out", required=True, help="the built dataset")
+    report.add_argument("--to", help="the HTML file to write (default: OUT/report.html)")
+    report.add_argument("--samples", type=int, default=16, help="samples in the grid")
+    report.add_argument("--seed", type=int, default=0, help="which random samples")
+    report.add_argument("--max-tars", type=int, default=4, help="shards the grid reads")
+    report.add_argument("--crawl", help="the crawl's output (crawl.json) for the funnel")
     _train_parsers(sub)
     from vidal.run.crawl import add_parsers as add_crawl_parsers
 
@@ -176,6 +183,14 @@ def _dispatch(args) -> int:
         from vidal.run.crawl import dispatch as crawl_dispatch
 
         return crawl_dispatch(args)
+    if args.command == "report":
+        from vidal.report import write_report
+
+        path = write_report(
+            args.out, args.to, args.samples, args.seed, args.max_tars, crawl=args.crawl
+        )
+        print(f"report: {path}")
+        return 0
     if args.command == "refilter":
         from vidal.refilter import run_refilter
 

@@ -72,6 +72,8 @@ class RayRunner:
 
     def _map(self, ds, stage: Stage, ctx: StageContext):
         common = dict(batch_size=stage.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
+        if stage.resources:  # custom resources: the stage runs only on nodes that offer them
+            common["resources"] = dict(stage.resources)
         if not stage.uses_model:
             return ds.map_batches(_named(stage), fn_kwargs={"ctx": ctx}, **common)
         gpus = stage.num_gpus if self.has_gpus else 0

@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from vidal.media.ffmpeg import MediaError
@@ -18,7 +18,7 @@ from vidal.sample import Sample
 log = logging.getLogger(__name__)
 
 # How a stage runs, not what it computes: changing these never invalidates stored results.
-RESOURCE_FIELDS = ("num_cpus", "num_gpus", "batch_size", "concurrency")
+RESOURCE_FIELDS = ("num_cpus", "num_gpus", "batch_size", "concurrency", "resources")
 
 
 @dataclass
@@ -38,6 +38,8 @@ class Stage:
     num_gpus: float = 0.0
     batch_size: int = 8
     concurrency: int | None = None
+    # custom Ray resources a worker must offer (e.g. {vidal_model: 1}): where the stage may run
+    resources: dict[str, float] = field(default_factory=dict)
 
     def setup(self, ctx: StageContext) -> None:
         """Load models, open stores. Called once per worker before the first batch."""

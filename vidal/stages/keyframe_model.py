@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class KeyframeModelStage(Stage):
                 "device": self.net.device,
                 "precision": self.precision,
                 "seconds": round(seconds, 3),
+                "node": _ray_node_id(),
             },
         )
 
@@ -110,3 +112,12 @@ class KeyframeModelStage(Stage):
         if net is not None:
             info["revision"] = net.revision
         return info
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this worker runs on (None outside Ray); Ray is never imported here."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
+    except Exception:  # an old or partial Ray: the record is still useful without it
+        return None
