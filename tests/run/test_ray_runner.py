@@ -103,8 +103,8 @@ def ray_and_local_builds(clip_bank, tmp_path_factory, ray_cluster):
     captured = []
     original = RayRunner._map
 
-    def capture(self, ds, stage, ctx):
-        ds = original(self, ds, stage, ctx)
+    def capture(self, ds, stage, ctx, *rest):
+        ds = original(self, ds, stage, ctx, *rest)
         captured.append(ds)
         return ds
 
@@ -189,8 +189,8 @@ def test_model_stage_runs_as_actor_pool_set_up_once_per_actor(ray_cluster, tmp_p
     runner = RayRunner(load_config("demo", ["runner.progress=false"]).runner)
     original = runner._map
 
-    def capture(ds, stage, ctx):
-        ds = original(ds, stage, ctx)
+    def capture(ds, stage, ctx, *rest):
+        ds = original(ds, stage, ctx, *rest)
         captured.append(ds)
         return ds
 

@@ -178,17 +178,14 @@ class Builder:
     def _execute(self, stages: list[Stage], rows: list[dict]) -> dict[int, list[dict]]:
         if not rows:
             return {}
-        label = " → ".join(s.name for s in stages)
-        task = self.progress.add(label, total=len(rows) * (len(stages) if self._local else 1))
-        outputs = self.runner.run(stages, self.ctx, rows, progress=lambda _s, n: task(n))
+        tasks = {s.name: self.progress.add(s.name, total=len(rows)) for s in stages}
+        outputs = self.runner.run(
+            stages, self.ctx, rows, progress=lambda stage, n, failed: tasks[stage](n, failed)
+        )
         by_shard = collections.defaultdict(list)
         for row in outputs:
             by_shard[row["shard"]].append(row)
         return by_shard
-
-    @property
-    def _local(self) -> bool:
-        return type(self.runner).__name__ == "LocalRunner"
 
     def _persist(self, stages, start, shard, rows, fingerprints, retried=0) -> None:
         for i in range(start, len(stages)):
@@ -299,8 +296,8 @@ def _rows(records: dict[str, str], shard: int) -> list[dict]:
 
 
 class NullProgress:
-    def add(self, label: str, total: int) -> Callable[[int], None]:
-        return lambda n: None
+    def add(self, label: str, total: int) -> Callable[..., None]:
+        return lambda n, failed=0: None
 
 
 __all__ = ["Builder", "shard_name"]

@@ -64,9 +64,21 @@ def apply_stage(batch: dict, stage: Stage, ctx: StageContext) -> dict:
     """Ray Data / local batch function: records in, records (and the stage's snapshot) out."""
     samples = [Sample.from_json(r) for r in batch["record"]]
     done = process_guarded(ready_stage(stage, ctx), samples)
-    by_key = {s.key: s.to_json() for s in done}
-    records = np.array([by_key[k] for k in batch["key"]], dtype=object)
-    return {**batch, "record": records, after_column(stage.name): records}
+    by_key = {s.key: s for s in done}
+    ordered = [by_key[k] for k in batch["key"]]
+    records = np.array([s.to_json() for s in ordered], dtype=object)
+    failed = np.array([stage.name in s.errors for s in ordered], dtype=bool)
+    return {
+        **batch,
+        "record": records,
+        after_column(stage.name): records,
+        failed_column(stage.name): failed,
+    }
+
+
+def failed_column(stage_name: str) -> str:
+    """Per row: did this stage fail the sample (for live failure counts)."""
+    return f"failed_{stage_name}"
 
 
 class LocalRunner:
@@ -79,13 +91,14 @@ class LocalRunner:
             "record": np.array([r["record"] for r in rows], dtype=object),
         }
         for stage in stages:
-            parts = [
-                apply_stage({k: v[i : i + stage.batch_size] for k, v in batch.items()}, stage, ctx)
-                for i in range(0, len(rows), max(1, stage.batch_size))
-            ]
+            parts = []
+            for i in range(0, len(rows), max(1, stage.batch_size)):
+                part = {k: v[i : i + stage.batch_size] for k, v in batch.items()}
+                parts.append(apply_stage(part, stage, ctx))
+                if progress:
+                    failed = int(parts[-1][failed_column(stage.name)].sum())
+                    progress(stage.name, len(part["key"]), failed)
             batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else batch
-            if progress:
-                progress(stage.name, len(rows))
         return batch_rows(batch)
 
     def map_shards(self, fn, items: list, progress=None) -> list:

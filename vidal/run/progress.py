@@ -5,6 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
+def _rate_column():
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Samples per second over rich's recent window."""
+
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:.1f}/s" if task.speed else "", style="progress.data.speed")
+
+    return RateColumn()
+
+
 class RichProgress:
     def __init__(self, console=None):
         from rich.progress import (
@@ -20,6 +33,7 @@ class RichProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            _rate_column(),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             console=console,
@@ -33,9 +47,17 @@ class RichProgress:
     def __exit__(self, *exc):
         self.progress.stop()
 
-    def add(self, label: str, total: int) -> Callable[[int], None]:
+    def add(self, label: str, total: int) -> Callable[..., None]:
+        """A task; its updater takes (samples done, of which failed) and shows the failures."""
         task = self.progress.add_task(label, total=total)
-        return lambda n: self.progress.advance(task, n)
+        failures = [0]
+
+        def update(n: int, failed: int = 0) -> None:
+            failures[0] += failed
+            text = f"{label} [red]({failures[0]} failed)" if failures[0] else label
+            self.progress.update(task, advance=n, description=text)
+
+        return update
 
 
 class QuietProgress:
@@ -45,5 +67,5 @@ class QuietProgress:
     def __exit__(self, *exc):
         return None
 
-    def add(self, label: str, total: int) -> Callable[[int], None]:
-        return lambda n: None
+    def add(self, label: str, total: int) -> Callable[..., None]:
+        return lambda n, failed=0: None
