@@ -25,6 +25,7 @@ bench:  ## throughput figures as ratios against a reference measured in the same
 	$(BIN)/python scripts/bench.py
 	$(BIN)/python scripts/bench_models.py
 	$(BIN)/python scripts/bench_crawl.py
+	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_scale.py
 
 crawl:  ## search terms -> yt-dlp search -> text filters -> download (needs the network)

@@ -3,7 +3,7 @@
   DEST/annotations.json                 {id: {folder, raw, mplug, polish_mplug, sound_mplug, ofa}}
   DEST/FOLDER/ID.mp4                    the clip
   DEST/FOLDER/ID_depth_f8glpn_folder/K.png   depth frame K (K = 0..7), uint16 millimetres
-  DEST/FOLDER/ID_thermal_folder/K.jpg       infrared frame K, 8-bit
+  DEST/FOLDER/ID_thermal_folder/K.jpg       infrared frame K, 8-bit gray as RGB
   DEST/FOLDER_ffmpeg_mp3/ID.mp3         the audio (LanguageBind's audio loader reads mp3)
 
 LanguageBind's VAT_dataset reads exactly these paths (`data_root/folder/...`); a text view the
@@ -36,8 +36,8 @@ def _write_frames(png: bytes, count: int, folder: Path, suffix: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for k, frame in enumerate(_untile(png, count)):
         image = Image.fromarray(frame)
-        if suffix == ".jpg":
-            image.convert("L").save(folder / f"{k}.jpg", quality=95)
+        if suffix == ".jpg":  # 3 channels: LanguageBind normalises with RGB mean / std
+            image.convert("L").convert("RGB").save(folder / f"{k}.jpg", quality=95)
         else:
             image.save(folder / f"{k}.png")  # uint16 stays uint16 (mode I;16)
 

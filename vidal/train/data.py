@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from webdataset.gopen import gopen_schemes
 
 from vidal.train import preprocess
 from vidal.train.config import DataConfig
@@ -26,6 +27,17 @@ from vidal.train.config import DataConfig
 log = logging.getLogger(__name__)
 
 MEMBERS = {"video": "mp4", "depth": "depth.png", "infrared": "ir.png", "audio": "flac"}
+
+
+def _fsspec_open(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
+    import fsspec
+
+    return fsspec.open(url, mode).open()
+
+
+# webdataset opens local paths, file://, pipe:, http(s) and gs:// itself and refuses any other
+# scheme; s3://, az://, memory:// ... go through fsspec
+gopen_schemes["__default__"] = _fsspec_open
 
 
 def expand_urls(urls: str | list[str]) -> list[str]:

@@ -40,8 +40,13 @@ class Model(nn.Module):
         )
         self.loss = ContrastiveLoss()
 
-    def forward(self, inputs: torch.Tensor, text: torch.Tensor):
-        return self.loss(self.encoder(inputs), text)
+    def forward(self, inputs: torch.Tensor, text: torch.Tensor, cached=None, index: int = 0):
+        """Loss of this batch; with gradient accumulation, `text` is every micro-batch's and
+        `cached` every micro-batch's features (no grad), this one's recomputed at `index`."""
+        features = self.encoder(inputs)
+        if cached is not None:
+            features = torch.cat([*cached[:index], features, *cached[index + 1 :]])
+        return self.loss(features, text)
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:
@@ -117,10 +122,18 @@ def _check_same_run(saved: dict, current: dict, path: Path) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
+    """Temp file, fsync, rename: a reader (or a resume after a crash) sees the old checkpoint
+    or the new one, never half of one, and a failed save leaves no temp file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Trainer:
@@ -169,8 +182,20 @@ class Trainer:
         }
 
     def save(self, name: str = "last.pt") -> None:
+        positions = self._positions()  # a collective: every rank calls save
         if self.rank == 0:
-            atomic_save(self.checkpoint(), self.out / "checkpoints" / name)
+            state = {**self.checkpoint(), "positions": positions}
+            atomic_save(state, self.out / "checkpoints" / name)
+
+    def _positions(self) -> list[list[int]]:
+        """Every rank's (epoch, batch in epoch): ranks read different shards, so one may be
+        into its next epoch while another is not."""
+        mine = [self.epoch, self.batch_in_epoch]
+        if self.world == 1:
+            return [mine]
+        every = [None] * self.world
+        dist.all_gather_object(every, mine)
+        return every
 
     def _resume(self) -> int | None:
         path = self.out / "checkpoints" / "last.pt"
@@ -183,6 +208,9 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.epoch = state["step"], state["epoch"]
         self.batch_in_epoch = state["batch_in_epoch"]
+        positions = state.get("positions", [])
+        if len(positions) == self.world:  # this rank's own place in its own shards
+            self.epoch, self.batch_in_epoch = positions[self.rank]
         self._rng = state["rng"]
         return self.step
 
@@ -213,21 +241,34 @@ class Trainer:
             self.epoch, self.batch_in_epoch, skip = self.epoch + 1, 0, 0
 
     def train_step(self, micro_batches: list[dict]) -> tuple[float, int]:
+        """One optimizer step. Micro-batches are contrasted as one batch (open_clip's
+        accum_freq): their features are computed without grad first, then each micro-batch is
+        re-encoded with grad against the others' cached features, so the gradients are those
+        of the whole batch."""
         self.optimizer.zero_grad(set_to_none=True)
-        total, negatives = 0.0, 0
-        for i, batch in enumerate(micro_batches):
-            inputs = batch["input"].to(self.device, non_blocking=True)
-            text = self.text(list(batch["text"]))
-            sync = i == len(micro_batches) - 1 or self.world == 1
+        inputs = [b["input"].to(self.device, non_blocking=True) for b in micro_batches]
+        text = torch.cat([self.text(list(b["text"])) for b in micro_batches])
+        cached = self._features(inputs) if len(inputs) > 1 else None
+        for i, x in enumerate(inputs):
+            sync = i == len(inputs) - 1 or self.world == 1
             context = self.wrapped.no_sync() if not sync else _nullcontext()
-            with context, torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast):
-                loss, negatives = self.wrapped(inputs, text)
-                (loss / len(micro_batches)).backward()
-            total += loss.item() / len(micro_batches)
+            with context, self._autocast():
+                loss, negatives = self.wrapped(x, text, cached, i)
+                loss.backward()
+        if cached is not None:  # each pass added the temperature's whole gradient
+            self.model.loss.logit_scale.grad /= len(inputs)
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return total, negatives
+        return loss.item(), negatives
+
+    @torch.no_grad()
+    def _features(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+        with self._autocast():
+            return [self.model.encoder(x) for x in inputs]
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.autocast)
 
     def train(self) -> dict:
         logger = MetricsLog(self.out, self.rank)
@@ -257,7 +298,7 @@ class Trainer:
             "losses": losses,
             "resumed_from": self.resumed_from,
             "world": self.world,
-            "negatives": self.cfg.data.batch_size * self.world,
+            "negatives": self.cfg.data.batch_size * self.cfg.grad_accum * self.world,
         }
 
     def _metrics(self, loss: float, negatives: int, window: _Window) -> dict:

@@ -122,7 +122,9 @@ def fbank(waveform: np.ndarray, sample_rate: int = 16000, bins: int = 128) -> np
     # the librosa (Slaney) bank fills every bin. Framing stays Kaldi's.
     opts.mel_opts.is_librosa = True
     computer = knf.OnlineFbank(opts)
-    computer.accept_waveform(sample_rate, (waveform * 32768.0).astype(np.float32).tolist())
+    # samples in [-1, 1], as torchaudio.load gives LanguageBind: the AudioSet mean / std
+    # below are statistics of that scale (int16-scaled samples sit ln(32768^2) higher)
+    computer.accept_waveform(sample_rate, waveform.astype(np.float32).tolist())
     computer.input_finished()
     frames = [computer.get_frame(i) for i in range(computer.num_frames_ready)]
     return np.asarray(frames, dtype=np.float32).reshape(-1, bins)
