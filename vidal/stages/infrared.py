@@ -1,0 +1,96 @@
+"""infrared: an RGB -> thermal translation of every keyframe, one 8-bit grayscale PNG per sample.
+
+The paper's recipe is the default: sRGB-TIR's MUNIT generator (weights trained on GTA RGB ->
+STheReO thermal; `model` is the local path of its `translation_weights.pt`), frames fed at
+short side 400 (LanguageBind: 400x640), output (x + 1) / 2 averaged to one channel. A
+translator trained with `vidal train-infrared` (pix2pix.pt) loads the same way.
+
+Frames are the keyframes' own size, shrunk to `output_short_side` when larger (like depth),
+tiled side by side exactly like the keyframes (frame k at columns k*W .. (k+1)*W), so the
+packer writes them as KEY.ir.png. MUNIT samples a style code per clip: its seed is a hash of
+the sample key and `seed`, recorded as `style_seed`, so reruns give the same frames.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from vidal.models.infrared import check_infrared_reference, seed_for
+from vidal.models.resolve import PRECISIONS
+from vidal.sample import Sample
+from vidal.stages.base import payload_path
+from vidal.stages.keyframe_model import KeyframeModelStage
+from vidal.stages.keyframes import tile
+
+
+@dataclass
+class InfraredStage(KeyframeModelStage):
+    name = "infrared"
+
+    model: str = "srgb-tir/translation_weights.pt"
+    inference_size: int = 0  # short side at inference; 0: 400 (LanguageBind fed 400x640)
+    output_short_side: int = 256  # frames are the keyframes' size, shrunk to this when larger
+    seed: int = 0  # style seeds are hash(seed, key)
+    precision: str = "bf16"
+    batch_size: int = 8
+
+    def check(self) -> str | None:
+        problem = check_infrared_reference(self.model)
+        if problem:
+            return f"infrared.model: {problem}"
+        if self.precision not in PRECISIONS:
+            return f"infrared.precision must be one of {PRECISIONS}, got {self.precision!r}"
+        if self.output_short_side < 1 or self.inference_size < 0:
+            return "infrared.output_short_side must be >= 1 and infrared.inference_size >= 0"
+        return None
+
+    def load_model(self):
+        from vidal.models.infrared import InfraredTranslator
+
+        return InfraredTranslator.load(self.model, self.precision, self.inference_size)
+
+    def infer(self, items: list[tuple[Sample, np.ndarray]]) -> None:
+        sizes = [self.out_size(*frames.shape[1:3]) for _, frames in items]
+        seeds = [seed_for(sample.key, self.seed) for sample, _ in items]
+        outs = self.net.translate([frames for _, frames in items], sizes, seeds)
+        for (sample, frames), seed, ir in zip(items, seeds, outs, strict=True):
+            self.results[sample.key] = (frames, seed, ir)
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        if min(height, width) <= self.output_short_side:
+            return height, width
+        scale = self.output_short_side / min(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def process(self, sample: Sample) -> None:
+        frames, seed, ir = self.results.pop(sample.key)
+        rel = payload_path(self.name, sample, ".png")
+        self.store.write_bytes(rel, encode_png(tile(ir)))
+        sample.fields[self.name] = {
+            "file": rel,
+            "model": self.net.ref,
+            "revision": self.net.revision,
+            "kind": self.net.kind,
+            "style_seed": seed if self.net.kind == "munit" else None,
+            "count": int(ir.shape[0]),
+            "height": int(ir.shape[1]),
+            "width": int(ir.shape[2]),
+            "inference_size": list(self.net.input_size(*frames.shape[1:3])),
+        }
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """A 2-D uint8 array as an 8-bit grayscale PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def load_infrared(store, fields: dict) -> np.ndarray:
+    """The stored infrared frames of a sample as (N, H, W) uint8."""
+    image = np.asarray(Image.open(io.BytesIO(store.read_bytes(fields["file"]))).convert("L"))
+    return np.stack(np.split(image, fields["count"], axis=1))
