@@ -120,27 +120,37 @@ class Builder:
 
     # -- running stages ---------------------------------------------------------------------
     def run_stages(self, upto: int | None = None, retry_failed: bool = False) -> dict[int, list]:
-        """Run every (stage, shard) whose marker is missing or stale; returns fingerprints."""
+        """Run every (stage, shard) whose marker is missing or stale; returns fingerprints.
+
+        A dataset-level stage (one with `prepare`, e.g. dedup) needs the stages before it
+        finished on every shard: the chain runs in segments split at such stages, and between
+        two segments the driver calls `prepare(builder, shards)` once; its fingerprint joins
+        the chain from that stage on (a change in one shard may change another's decisions)."""
         stages = self.stages[: (upto + 1) if upto is not None else None]
         sources = self.source_fingerprints
-        chain = {s: self._chain(sources[s], stages) for s in range(self.shard_count)}
-        pending = collections.defaultdict(set)
-        for shard, fps in chain.items():
-            start = next(
-                (i for i, st in enumerate(stages) if not self._fresh(st, shard, fps[i])), None
-            )
-            if start is not None:
-                pending[start].add(shard)
-        for start in sorted(pending):
-            self._run_from(stages, start, sorted(pending[start]), chain)
+        cuts = [i for i, st in enumerate(stages) if i and callable(getattr(st, "prepare", None))]
+        extra: dict[int, str] = {}
+        for end in [*cuts, len(stages)]:
+            chain = {s: self._chain(sources[s], stages, extra) for s in range(self.shard_count)}
+            pending = collections.defaultdict(set)
+            for shard, fps in chain.items():
+                start = next(
+                    (i for i in range(end) if not self._fresh(stages[i], shard, fps[i])), None
+                )
+                if start is not None:
+                    pending[start].add(shard)
+            for start in sorted(pending):
+                self._run_from(stages[:end], start, sorted(pending[start]), chain)
+            if end < len(stages):
+                extra[end] = stages[end].prepare(self, list(range(self.shard_count)))
         if retry_failed:
             self._retry_failed(stages, chain)
         return chain
 
-    def _chain(self, source_fp: str, stages: list[Stage]) -> list[str]:
+    def _chain(self, source_fp: str, stages: list[Stage], extra: dict | None = None) -> list[str]:
         fps, parent = [], source_fp
-        for stage in stages:
-            parent = chain_fingerprint(parent, stage)
+        for i, stage in enumerate(stages):
+            parent = chain_fingerprint(parent + (extra or {}).get(i, ""), stage)
             fps.append(parent)
         return fps
 
