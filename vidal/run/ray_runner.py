@@ -88,9 +88,13 @@ class RayRunner:
         for stage in stages:
             ds = self._map(ds, stage, ctx, counter)
         out = []
-        with _Poller(self.ray, counter, progress):
+        with _Poller(self.ray, counter, progress) as poller:
             for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
                 out.extend(batch_rows(batch))
+            # the workers' reports may still be in flight: settle on what the rows say
+            poller.settle(
+                {s.name: (len(out), sum(r[failed_column(s.name)] for r in out)) for s in stages}
+            )
         return out
 
     def _map(self, ds, stage: Stage, ctx: StageContext, counter=None):
@@ -148,7 +152,17 @@ class _Poller:
         if self.counter is not None:
             self.stop.set()
             self.thread.join()
-            self._poll()  # the last reports
+
+    def settle(self, exact: dict[str, tuple[int, int]]) -> None:
+        """Bring every stage's display to the exact final counts."""
+        if self.counter is None:
+            return
+        self.stop.set()
+        self.thread.join()
+        for stage, (done, failed) in exact.items():
+            before = self.seen.get(stage, [0, 0])
+            self.progress(stage, max(0, done - before[0]), max(0, failed - before[1]))
+            self.seen[stage] = [done, failed]
 
     def _loop(self) -> None:
         while not self.stop.wait(self.every):
