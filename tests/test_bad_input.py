@@ -101,7 +101,9 @@ def mixed(clip_bank, tmp_path_factory):
     synth.make_tiny_video(src / "tiny_1x1.mp4")
     synth.make_huge_video(src / "huge_8000.mp4")
     synth.make_long_clip(src / "long.mp4", duration=25.0)
-    synth.make_clip(src / "hostile.mp4", duration=1.0, width=160, height=120, audio=True)
+    synth.make_clip(
+        src / "hostile.mp4", duration=1.0, width=160, height=120, audio=True, colour="blue"
+    )  # not a copy of no_audio.mp4: dedup would rightly drop one of two identical clips
     (src / "hostile.json").write_text(
         json.dumps({"title": HOSTILE_TITLE, "hashtags": ["#cats\u202e", "#\x00dogs"]}),
         encoding="utf-8",

@@ -108,6 +108,10 @@ def parser() -> argparse.ArgumentParser:
     rule.add_argument("--threshold", type=float, help="keep clips whose score is at least this")
     rule.add_argument("--top-fraction", type=float, help="keep this best fraction per term")
     refilter.add_argument("overrides", nargs="*", metavar="key=value")
+    dedup = sub.add_parser("dedup", help="drop near-duplicate clips (stored VL embeddings)")
+    dedup.add_argument("--out", required=True, help="the built dataset")
+    dedup.add_argument("--pipeline", default="vidal10m", help="the pipeline the build used")
+    dedup.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. dedup.threshold=0.9")
     report = sub.add_parser("report", help="a static HTML report of a built dataset")
     report.add_argument("--out", required=True, help="the built dataset")
     report.add_argument("--to", help="the HTML file to write (default: OUT/report.html)")
@@ -116,6 +120,9 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--max-tars", type=int, default=4, help="shards the grid reads")
     report.add_argument("--crawl", help="the crawl's output (crawl.json) for the funnel")
     _train_parsers(sub)
+    from vidal.train.infrared import add_parser as add_infrared_parser
+
+    add_infrared_parser(sub)  # `vidal train-infrared`
     from vidal.run.crawl import add_parsers as add_crawl_parsers
 
     add_crawl_parsers(sub)  # `vidal terms`, `vidal crawl`
@@ -177,6 +184,10 @@ def _dispatch(args) -> int:
         from vidal.demo import run_demo
 
         return run_demo(args.out, args.synthetic, local=args.local)
+    if args.command == "train-infrared":
+        from vidal.train.infrared import run as train_infrared
+
+        return train_infrared(args)
     if args.command in ("train", "eval", "export"):
         return _train_job(args)
     if args.command in ("terms", "crawl"):
@@ -191,6 +202,10 @@ def _dispatch(args) -> int:
         )
         print(f"report: {path}")
         return 0
+    if args.command == "dedup":
+        from vidal.dedup import run_dedup
+
+        return run_dedup(load_config(args.pipeline, args.overrides), args.out)
     if args.command == "refilter":
         from vidal.refilter import run_refilter
 

@@ -17,9 +17,13 @@ from vidal.crawl.filters import TextFilter
 from vidal.crawl.terms import TermsConfig
 from vidal.stages import STAGES, Stage
 from vidal.stages.audio import AudioStage
+from vidal.stages.captions import CaptionsStage
 from vidal.stages.clip import ClipStage
+from vidal.stages.dedup import DedupStage
 from vidal.stages.depth import DepthStage
 from vidal.stages.download import DownloadStage
+from vidal.stages.enhance import EnhanceStage
+from vidal.stages.infrared import InfraredStage
 from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
 from vidal.stages.search import SearchStage
@@ -79,6 +83,10 @@ class Config:
     clip: ClipStage = field(default_factory=ClipStage)
     vl_filter: VLFilterStage = field(default_factory=VLFilterStage)
     depth: DepthStage = field(default_factory=DepthStage)
+    dedup: DedupStage = field(default_factory=DedupStage)
+    infrared: InfraredStage = field(default_factory=InfraredStage)
+    captions: CaptionsStage = field(default_factory=CaptionsStage)
+    enhance: EnhanceStage = field(default_factory=EnhanceStage)
     pack: PackConfig = field(default_factory=PackConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -138,7 +146,12 @@ def _validate(config: Config) -> None:
         raise ConfigError(
             f"keyframes.mode must be 'exact' or 'snap', got {config.keyframes.mode!r}"
         )
-    for stage in (config.vl_filter, config.depth):  # model references and model settings
+    # model references and model settings
+    for stage in (config.vl_filter, config.depth, config.infrared):
         problem = stage.check()
+        if problem:
+            raise ConfigError(problem)
+    for stage in (config.captions, config.enhance):  # prompts are files: check those in use
+        problem = stage.check() if stage.name in config.stages else None
         if problem:
             raise ConfigError(problem)

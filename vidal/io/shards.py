@@ -71,6 +71,8 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
         "audio": _public(sample.fields.get("audio", {"present": False})),
         "vl_filter": _public(sample.fields.get("vl_filter", {}), "embeddings"),
         "depth": _public(sample.fields.get("depth", {})),
+        "infrared": _public(sample.fields.get("infrared", {})),
+        "dedup": sample.fields.get("dedup", {}),
         "errors": sample.errors,
         "lineage": {**sample.lineage, "vidal": __version__},
     }
@@ -125,6 +127,8 @@ SHARD_SCHEMA = pa.schema(
         ("vl_score_max", pa.float64()),
         ("depth_min_mm", pa.float64()),
         ("depth_max_mm", pa.float64()),
+        ("caption_views", pa.list_(pa.string())),
+        ("guardrail_rejections", pa.list_(pa.string())),
     ]
 )
 
@@ -156,7 +160,15 @@ def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
         "vl_score_max": vl.get("score_max"),
         "depth_min_mm": depth.get("min_mm"),
         "depth_max_mm": depth.get("max_mm"),
+        "caption_views": sorted(text_views(sample)),
+        "guardrail_rejections": guardrail_rejections(sample),
     }
+
+
+def guardrail_rejections(sample: Sample) -> list[str]:
+    """`view: reason` for every caption output the guardrails rejected (vidal.text_guard)."""
+    rejected = sample.fields.get("captions", {}).get("rejected", {})
+    return [f"{view}: {r.split(':', 1)[0]}" for view, reasons in rejected.items() for r in reasons]
 
 
 def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerprint: str) -> dict:
@@ -200,6 +212,10 @@ def shard_stats(rows: list[dict], shard: int, fingerprint: str, seconds: float) 
     status = collections.Counter(r["status"] for r in rows)
     errors = collections.Counter(r["error_reason"] for r in rows if r["error_reason"])
     drops = collections.Counter(r["dropped"].split(":")[0] for r in rows if r["dropped"])
+    guards = collections.Counter(g for r in rows for g in r.get("guardrail_rejections") or [])
+    by_reason = collections.Counter()
+    for name, count in guards.items():
+        by_reason[name.split(": ", 1)[1]] += count
     return {
         "shard": shard,
         "fingerprint": fingerprint,
@@ -209,6 +225,8 @@ def shard_stats(rows: list[dict], shard: int, fingerprint: str, seconds: float) 
         "failed": status.get("failed", 0),
         "errors": dict(errors),
         "drops": dict(drops),
+        "guardrails": dict(by_reason),  # caption outputs rejected, per reason
+        "guardrails_by_view": dict(guards),
         "sample_bytes": sum(r["sample_bytes"] or 0 for r in rows),
         "seconds": round(seconds, 3),
     }
