@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from vidal.media.ffmpeg import MediaError
+from vidal.media.frames import scaled_size
 from vidal.sample import Sample
 from vidal.stages.base import payload_path
 from vidal.stages.keyframe_model import KeyframeModelStage
@@ -72,10 +73,9 @@ class DepthStage(KeyframeModelStage):
             self.results[sample.key] = (frames, depth)
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
-        if min(height, width) <= self.output_short_side:
-            return height, width
-        scale = self.output_short_side / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        """(height, width) with the short side at output_short_side; never upscaled."""
+        new_width, new_height = scaled_size(width, height, self.output_short_side)
+        return new_height, new_width
 
     def process(self, sample: Sample) -> None:
         frames, depth = self.results.pop(sample.key)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from vidal.media.frames import scaled_size
 from vidal.models.infrared import check_infrared_reference, seed_for
 from vidal.models.resolve import PRECISIONS
 from vidal.sample import Sample
@@ -61,10 +62,9 @@ class InfraredStage(KeyframeModelStage):
             self.results[sample.key] = (frames, seed, ir)
 
     def out_size(self, height: int, width: int) -> tuple[int, int]:
-        if min(height, width) <= self.output_short_side:
-            return height, width
-        scale = self.output_short_side / min(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
+        """(height, width) with the short side at output_short_side; never upscaled."""
+        new_width, new_height = scaled_size(width, height, self.output_short_side)
+        return new_height, new_width
 
     def process(self, sample: Sample) -> None:
         frames, seed, ir = self.results.pop(sample.key)
