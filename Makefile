@@ -2,8 +2,13 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO_OUT ?= demo-out
+# for the single-stage targets: what to run on, where, and with which pipeline
+SOURCE ?= crawl-out/crawl.parquet
+OUT ?= out
+SHARDS ?= 64
+PIPELINE ?= vidal10m
 
-.PHONY: setup test lint demo bench crawl clean
+.PHONY: setup test lint demo bench crawl generate-depth generate-infrared clean
 
 setup:  ## venv + every dependency (no system packages needed)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +37,12 @@ bench:  ## throughput figures as ratios against a reference measured in the same
 crawl:  ## search terms -> yt-dlp search -> text filters -> download (needs the network)
 	test -f manifests/terms.csv || $(BIN)/vidal terms --out manifests/terms.csv
 	$(BIN)/vidal crawl --terms manifests/terms.csv --out crawl-out
+
+generate-depth:  ## depth for every clip (and the stages before it), resumable: SOURCE= OUT= SHARDS=
+	$(BIN)/vidal run depth --source $(SOURCE) --out $(OUT) --shards $(SHARDS) --pipeline $(PIPELINE)
+
+generate-infrared:  ## infrared for every clip, resumable: SOURCE= OUT= SHARDS=
+	$(BIN)/vidal run infrared --source $(SOURCE) --out $(OUT) --shards $(SHARDS) --pipeline $(PIPELINE)
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out crawl-out .pytest_cache
