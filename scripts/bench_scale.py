@@ -1,142 +1,218 @@
-"""Driver memory against dataset size: peak RSS of the `vidal build` driver at 1x and 10x the
-demo's size (53 clips), each size built in a fresh process on a local Ray.
+"""The execution core at scale, with no media: how fast the machinery itself moves samples, what
+the driver holds, how often models load, and how busy a model stays across shard boundaries.
 
-    .venv/bin/python scripts/bench_scale.py                     # 1x and 10x, media stages
-    .venv/bin/python scripts/bench_scale.py --stages probe,keyframes,vl_filter,depth,audio,clip
+    .venv/bin/python scripts/bench_scale.py                          # N = 10^4 and 10^5
+    .venv/bin/python scripts/bench_scale.py --sizes 10000 100000 1000000 --plan-rows 10000000
 
-The clips are generated once (small synthetic clips, ffmpeg lavfi) and the 10x source repeats
-them under other names (hard links: distinct paths, distinct keys). Ray's own processes (raylet,
-workers, object store) are not the driver; the figure is the driver's `VmHWM` from
-/proc/self/status, read after the build. Records that flow through the driver are a few kB
-each (payloads go to the stage store), and the driver holds at most `runner.wave_samples` of
-them at a time, so the peak should not grow with the number of samples.
+Each size is built in a fresh process on a local Ray (the driver's figures are its own):
+  - a parquet manifest of N synthetic rows (paths that need not exist: nothing reads them);
+  - a chain of null CPU stages as long as the vidal10m pipeline, and one fake model stage (an
+    actor pool: a fixed load time in setup, a fixed latency per batch) standing in for a GPU
+    model;
+  - N / 100 shards (so N = 10^4 crosses 100 shard boundaries).
+Printed per size: samples/s through the whole chain (planning and packing excluded and timed
+apart), the driver's CPU seconds per sample, its peak RSS (VmHWM), model loads, and the fake
+model's idle share after its first batch (wall time between its batches over its wall time).
+`--plan-rows` also plans a manifest of that many rows alone and prints the time and peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-DEMO_SIZE = 53  # the demo's clips: 5 cut from sample videos + 48 generated
+from vidal.stages.base import Stage
+
+CHAIN = 10  # the vidal10m pipeline's stages
+BEFORE = {  # measured on 3929c66 (before the streaming core), same kind of machine
+    "samples_per_s": 270,
+    "driver_ms_per_sample": 1.25,
+    "loads": "one per model stage per wave (16 for 16 shards)",
+    "plan_1e6": "1.0 GB, ~6 min",
+}
 
 
-def status_kb(field: str) -> int:
+@dataclass
+class NullStage(Stage):
+    """Passes samples on: the framework's own cost per sample and stage."""
+
+    name: ClassVar[str] = "null"
+    batch_size: int = 256
+
+    def process(self, sample) -> None:
+        return None
+
+
+@dataclass
+class FakeModelStage(Stage):
+    """A GPU model's shape: loads once (`load_s`), then `batch_s` per batch; logs its batches."""
+
+    name: ClassVar[str] = "fake_model"
+    uses_model: ClassVar[bool] = True
+    load_s: float = 1.0
+    batch_s: float = 0.02
+    log: str = ""
+    batch_size: int = 256
+    num_cpus: float = 0.5
+
+    def setup(self, ctx) -> None:
+        super().setup(ctx)
+        time.sleep(self.load_s)
+        with open(f"{self.log}.loads", "a") as f:
+            f.write(f"{time.time()}\n")
+
+    def process_batch(self, batch):
+        started = time.time()
+        time.sleep(self.batch_s)
+        with open(self.log, "a") as f:
+            f.write(f"{started} {time.time()}\n")
+        return batch
+
+
+def chain(log: str) -> list[Stage]:
+    stages = []
+    for i in range(CHAIN - 1):
+        stage = NullStage()
+        stage.name = f"null{i}"  # an instance name: each stage its own rows and markers
+        stages.append(stage)
+    stages.insert(4, FakeModelStage(log=log))
+    return stages
+
+
+def write_manifest(path: Path, rows: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer = None
+    for start in range(0, rows, 1_000_000):
+        n = min(1_000_000, rows - start)
+        table = pa.table(
+            {
+                "path": [f"clips/c{i:09d}.mp4" for i in range(start, start + n)],
+                "title": [f"clip number {i}" for i in range(start, start + n)],
+            }
+        )
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table)
+    writer.close()
+
+
+def status_mb(field: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+                return int(line.split()[1]) / 1024
+    return 0.0
 
 
-def child(source: str, out: str, shards: int, stages: str, extra: list[str]) -> None:
-    """One build in this (fresh) process; prints one JSON line."""
+def cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def child_build(manifest: str, out: str, shards: int) -> dict:
     from vidal.config import load_config
-    from vidal.run.jobs import build
+    from vidal.run.build import Builder
+    from vidal.run.ray_runner import RayRunner
 
-    overrides = [
-        f"shards={shards}",
-        f"stages=[{stages}]",
-        "runner.progress=false",
-        "runner.num_cpus=2",
-        "runner.object_store_mb=100",
-        *extra,
-    ]
-    config = load_config("demo", overrides)
-    before = status_kb("VmHWM")
-    started = time.time()
-    outcome = build(config, source, out, quiet=True)
-    print(
-        json.dumps(
-            {
-                "samples": outcome.total.get("samples_in", 0),
-                "kept": outcome.total.get("kept", 0),
-                "failure": outcome.failure,
-                "seconds": round(time.time() - started, 1),
-                "vmhwm_before_build_mb": round(before / 1024, 1),
-                "vmhwm_mb": round(status_kb("VmHWM") / 1024, 1),
-                "vmrss_mb": round(status_kb("VmRSS") / 1024, 1),
-            }
-        ),
-        flush=True,
-    )
+    overrides = [f"shards={shards}", "runner.progress=false", "runner.num_cpus=2"]
+    config = load_config("demo", [*overrides, "runner.object_store_mb=300"])
+    runner = RayRunner(config.runner)
+    builder = Builder(config, manifest, out, runner)
+    log = str(Path(out).parent / "fake_model.log")
+    builder.stages = chain(log)
+    t0 = time.time()
+    builder.source_fingerprints  # noqa: B018 - plans
+    t1, c1 = time.time(), cpu_s()
+    builder.run_stages()
+    t2, c2 = time.time(), cpu_s()
+    runner.shutdown()
+    n = sum((builder.marker("source", s) or {}).get("samples", 0) for s in range(shards))
+    return {
+        "samples": n,
+        "shards": shards,
+        "plan_s": round(t1 - t0, 1),
+        "stages_s": round(t2 - t1, 1),
+        "samples_per_s": round(n / (t2 - t1), 1),
+        "driver_ms_per_sample": round(1000 * (c2 - c1) / n, 4),
+        "driver_peak_rss_mb": round(status_mb("VmHWM"), 1),
+        **model_figures(log),
+    }
 
 
-def make_sources(root: Path, base: int, factors: list[int]) -> dict[int, Path]:
-    from vidal.media.synth import make_clip_set
+def model_figures(log: str) -> dict:
+    loads = len(Path(f"{log}.loads").read_text().splitlines())
+    spans = sorted(tuple(map(float, ln.split())) for ln in Path(log).read_text().splitlines())
+    busy = sum(b - a for a, b in spans[1:])
+    wall = spans[-1][1] - spans[1][0] if len(spans) > 2 else 0.0
+    return {"model_loads": loads, "model_idle_share": round(1 - busy / wall, 3) if wall else None}
 
-    bank = root / "bank"
-    make_clip_set(bank, base, seed=7, duration=(1.0, 2.0), size=(96, 64))
-    files = sorted(p for p in bank.iterdir() if p.is_file())
-    sources = {}
-    for factor in factors:
-        folder = root / f"x{factor}"
-        for copy in range(factor):
-            sub = folder / f"copy{copy:03d}"
-            sub.mkdir(parents=True)
-            for f in files:
-                try:
-                    os.link(f, sub / f.name)
-                except OSError:
-                    shutil.copy2(f, sub / f.name)
-        sources[factor] = folder
-    return sources
+
+def child_plan(manifest: str, out: str, shards: int) -> dict:
+    from vidal.config import load_config
+    from vidal.run.build import Builder
+
+    config = load_config("demo", [f"shards={shards}", "runner.kind=local"])
+    t0 = time.time()
+    builder = Builder(config, manifest, out, runner=None)
+    builder.plan()
+    return {"plan_s": round(time.time() - t0, 1), "driver_peak_rss_mb": status_mb("VmHWM")}
+
+
+def run_child(mode: str, rows: int, root: Path) -> dict:
+    manifest = root / f"manifest-{rows}.parquet"
+    if not manifest.exists():
+        write_manifest(manifest, rows)
+    out = root / f"{mode}-{rows}" / "out"
+    argv = [sys.executable, __file__, "--child", mode, str(manifest), str(out), str(rows // 100)]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(done.stderr[-3000:])
+    return json.loads(lines[-1])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--factors", type=int, nargs="+", default=[1, 10])
-    p.add_argument("--base", type=int, default=DEMO_SIZE, help="clips at 1x (the demo's)")
-    p.add_argument("--stages", default="probe,keyframes,audio,clip")
-    p.add_argument("--shards-per-x", type=int, default=4, help="shards at 1x (the demo's)")
-    p.add_argument("--keep", help="keep the sources and outputs in this folder")
-    p.add_argument("--child", nargs=3, metavar=("SOURCE", "OUT", "SHARDS"), help=argparse.SUPPRESS)
-    p.add_argument("overrides", nargs="*", help="config overrides for every build")
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--plan-rows", type=int, default=0, help="also plan a manifest this long")
+    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        source, out, shards = args.child
-        child(source, out, int(shards), args.stages, args.overrides)
+        mode, manifest, out, shards = args.child
+        fn = child_build if mode == "build" else child_plan
+        print(json.dumps(fn(manifest, out, int(shards))), flush=True)
         return 0
-
-    root = Path(args.keep or tempfile.mkdtemp(prefix="vidal-scale-"))
-    root.mkdir(parents=True, exist_ok=True)
-    results = {}
-    try:
-        print(f"generating {args.base} clips ...", flush=True)
-        sources = make_sources(root, args.base, args.factors)
-        for factor in args.factors:
-            argv = [sys.executable, __file__, "--stages", args.stages, "--child"]
-            argv += [str(sources[factor]), str(root / f"out-x{factor}")]
-            argv += [str(args.shards_per_x * factor), *args.overrides]
-            done = subprocess.run(argv, capture_output=True, text=True)
-            lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-            if done.returncode != 0 or not lines:
-                print(done.stderr[-3000:], file=sys.stderr)
-                return 1
-            results[factor] = json.loads(lines[-1])
-            r = results[factor]
+    print(f"before the streaming core: {json.dumps(BEFORE)}")
+    with tempfile.TemporaryDirectory(prefix="vidal-scale-") as tmp:
+        results = {}
+        for n in args.sizes:
+            results[n] = r = run_child("build", n, Path(tmp))
             print(
-                f"{factor:>3}x  {r['samples']:>6} samples  kept {r['kept']:>6}  "
-                f"{r['seconds']:>7.1f} s  peak driver RSS {r['vmhwm_mb']:>7.1f} MB "
-                f"(before the build {r['vmhwm_before_build_mb']:.1f} MB)",
+                f"N={n:>8}  {r['shards']:>6} shards  {r['samples_per_s']:>8.1f} samples/s  "
+                f"driver {r['driver_ms_per_sample']:.4f} ms/sample  peak RSS "
+                f"{r['driver_peak_rss_mb']:.0f} MB  model loads {r['model_loads']}  "
+                f"model idle {r['model_idle_share']}  (plan {r['plan_s']} s)",
                 flush=True,
             )
-    finally:
-        if not args.keep:
-            shutil.rmtree(root, ignore_errors=True)
-    lo, hi = min(results), max(results)
-    if lo != hi:
-        growth = results[hi]["vmhwm_mb"] / results[lo]["vmhwm_mb"]
-        print(
-            f"peak driver RSS {hi}x / {lo}x = {growth:.2f} "
-            f"({results[hi]['samples']} vs {results[lo]['samples']} samples)"
-        )
+        if len(results) > 1:
+            lo, hi = min(results), max(results)
+            growth = results[hi]["driver_peak_rss_mb"] / results[lo]["driver_peak_rss_mb"]
+            print(f"driver peak RSS N={hi} / N={lo}: {growth:.2f}")
+        if args.plan_rows:
+            r = run_child("plan", args.plan_rows, Path(tmp))
+            print(
+                f"planning {args.plan_rows} rows: {r['plan_s']} s, "
+                f"driver peak RSS {r['driver_peak_rss_mb']:.0f} MB"
+            )
     return 0
 
 

@@ -202,15 +202,15 @@ def _dispatch(args) -> int:
         )
         print(f"report: {path}")
         return 0
-    if args.command == "dedup":
-        from vidal.dedup import run_dedup
-
-        return run_dedup(load_config(args.pipeline, args.overrides), args.out)
-    if args.command == "refilter":
-        from vidal.refilter import run_refilter
-
+    if args.command in ("dedup", "refilter"):
         config = load_config(args.pipeline, args.overrides)
-        return run_refilter(config, args.out, args.threshold, args.top_fraction)
+        rule = {}
+        if args.command == "refilter":
+            rule = {"threshold": args.threshold, "top_fraction": args.top_fraction}
+        outcome = jobs.redecide(config, args.out, args.command, **rule)
+        if outcome.failure:
+            print(f"vidal: {args.command} failed: {outcome.failure}", file=sys.stderr)
+        return outcome.exit_code
     config = _config(args)
     if args.command == "build":
         outcome = jobs.build(config, args.source, args.out, args.retry_failed, args.quiet)

@@ -26,6 +26,7 @@ from vidal.stages.enhance import EnhanceStage
 from vidal.stages.infrared import InfraredStage
 from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
+from vidal.stages.refilter import RefilterStage
 from vidal.stages.search import SearchStage
 from vidal.stages.vl_filter import VLFilterStage
 from vidal.train.config import TrainConfig
@@ -43,7 +44,6 @@ class RunnerConfig:
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or ray://host:port
     num_cpus: int | None = None  # CPUs for a local Ray; None = all
     object_store_mb: int | None = None
-    wave_samples: int = 2048  # samples in flight per wave: bounds driver memory
     progress: bool = True
 
 
@@ -82,6 +82,7 @@ class Config:
     audio: AudioStage = field(default_factory=AudioStage)
     clip: ClipStage = field(default_factory=ClipStage)
     vl_filter: VLFilterStage = field(default_factory=VLFilterStage)
+    refilter: RefilterStage = field(default_factory=RefilterStage)
     depth: DepthStage = field(default_factory=DepthStage)
     dedup: DedupStage = field(default_factory=DedupStage)
     infrared: InfraredStage = field(default_factory=InfraredStage)
@@ -147,7 +148,7 @@ def _validate(config: Config) -> None:
             f"keyframes.mode must be 'exact' or 'snap', got {config.keyframes.mode!r}"
         )
     # model references and model settings
-    for stage in (config.vl_filter, config.depth, config.infrared):
+    for stage in (config.vl_filter, config.refilter, config.dedup, config.depth, config.infrared):
         problem = stage.check()
         if problem:
             raise ConfigError(problem)

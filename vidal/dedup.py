@@ -1,8 +1,8 @@
-"""`vidal dedup`: dataset-wide near-duplicate removal from the stored VL filter embeddings.
+"""Near-duplicate grouping over the VL filter's stored video embeddings (the `dedup` stage's
+decision; see vidal.stages.dedup for how a build applies it).
 
 Which clips take part: every sample of the `vl_filter` rows with stored embeddings, no error,
-and not dropped (a clip dropped by the VL threshold is no representative), plus the ones a
-previous dedup dropped (their decision is made afresh).
+and not dropped (a clip dropped by the VL threshold is no representative).
 
 How (memory stays bounded, no N x N matrix anywhere):
   1. the rows give each candidate's key, shard, score and embedding file/row (small records;
@@ -28,15 +28,6 @@ key, shard, group, kept, neighbours) and then `work/dedup/groups.json` (written 
 fingerprint of the dedup parameters and of the candidates: keys, scores, embedding places and
 the vl_filter config). A rerun with the same fingerprint reuses the file; a changed threshold
 (or changed VL results) recomputes it.
-
-How the dataset picks the decisions up (as `vidal refilter` does; see there): the `vl_filter`
-rows and the rows of every later stage are rewritten for the samples whose decision changed,
-markers kept fresh, so the next `vidal build` repacks exactly those shards. A newly dropped
-duplicate becomes what a fresh run leaves in later stages (dropped samples pass untouched); a
-sample dropped before and kept now is marked failed at the first later stage with
-`dedup_pending`, so `vidal build --retry-failed` computes it. Run `vidal dedup` again after
-`vidal refilter` (refilter's keep/drop can change the candidates); recomputing the vl_filter
-stage discards the decisions, like refilter's.
 """
 
 from __future__ import annotations
@@ -53,15 +44,9 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from vidal.config import Config, ConfigError
-from vidal.run.build import Builder
-from vidal.sample import Sample
-from vidal.stages.dedup import DECISIONS, DECISIONS_MARKER, Decision, DedupStage
-
 log = logging.getLogger(__name__)
 
 VL = "vl_filter"
-PENDING = "dedup_pending"
 
 
 # -- the grouping, independent of any store ---------------------------------------------------
@@ -98,7 +83,7 @@ def _rebatch(blocks: Iterable[np.ndarray], size: int) -> Iterator[np.ndarray]:
         yield np.concatenate(held)
 
 
-def _make_index(params: DedupStage, n: int, dim: int):
+def _make_index(params, n: int, dim: int):
     import faiss
 
     kind = params.index
@@ -123,7 +108,7 @@ def group_vectors(
     n: int,
     scores: np.ndarray,
     keys: list[str],
-    params: DedupStage,
+    params,
 ) -> Grouping:
     """Group n unit vectors streamed twice by `blocks()` (an iterable of (rows, dim) arrays, in
     candidate order); `scores` and `keys` pick each group's kept member."""
@@ -197,7 +182,7 @@ def _choose(roots, found, scores, keys, kind) -> Grouping:
     return Grouping(members, group, kept, found[members], kind)
 
 
-# -- the dataset: candidates, decisions file, rows --------------------------------------------
+# -- the dataset: candidates and the decisions file --------------------------------------------
 @dataclass
 class Candidate:
     shard: int
@@ -212,31 +197,27 @@ class Outcome:
     candidates: int = 0
     groups: int = 0
     duplicates: int = 0
-    newly_dropped: int = 0
-    newly_kept: int = 0
-    shards_changed: int = 0
     reused: bool = False
     index: str = ""
+    fingerprint: str = ""
 
 
-def candidates(builder: Builder, shards: list[int], params: DedupStage) -> list[Candidate]:
+def candidates(samples, name: str) -> list[Candidate]:
+    """The clips that take part, sorted so each embedding file is read once per pass."""
     found = []
-    for shard in shards:
-        for key, record in builder.read_rows(VL, shard).items():
-            sample = Sample.from_json(record)
-            result = sample.fields.get(VL) or {}
-            where = result.get("embeddings")
-            eligible = sample.dropped is None or sample.dropped_by == params.name
-            if where and "score" in result and not sample.errors and eligible:
-                found.append(
-                    Candidate(shard, key, float(result["score"]), where["file"], where["row"])
-                )
-    found.sort(key=lambda c: (c.file, c.row))  # each embedding file read once per pass
+    for sample in samples:
+        result = sample.fields.get(VL) or {}
+        where = result.get("embeddings")
+        eligible = sample.dropped is None or sample.dropped_by == name
+        if where and "score" in result and not sample.errors and eligible:
+            score = float(result["score"])
+            found.append(Candidate(sample.shard, sample.key, score, where["file"], where["row"]))
+    found.sort(key=lambda c: (c.file, c.row))
     return found
 
 
-def _fingerprint(params: DedupStage, vl_config: str, found: list[Candidate]) -> str:
-    h = hashlib.sha256(f"{params.config_hash()}|{vl_config}\n".encode())
+def _fingerprint(config_hash: str, found: list[Candidate]) -> str:
+    h = hashlib.sha256(f"{config_hash}\n".encode())
     for c in sorted(found, key=lambda c: c.key):
         h.update(f"{c.key}\t{c.shard}\t{c.score!r}\t{c.file}\t{c.row}\n".encode())
     return h.hexdigest()[:16]
@@ -255,14 +236,13 @@ def _stream(store, found: list[Candidate]) -> Iterator[np.ndarray]:
         i = j
 
 
-def decide(builder: Builder, params: DedupStage, shards: list[int], vl_config: str) -> Outcome:
-    """Write (or reuse) the decisions file; returns the counts."""
-    store = builder.store
-    found = candidates(builder, shards, params)
-    fingerprint = _fingerprint(params, vl_config, found)
-    marker = store.read_json(DECISIONS_MARKER)
-    if marker and marker.get("fingerprint") == fingerprint and store.exists(DECISIONS):
-        fields = ("candidates", "groups", "duplicates", "index")
+def decide(store, params, found: list[Candidate], paths: tuple[str, str]) -> Outcome:
+    """Write (or reuse) the decisions file at paths = (table, marker); returns the counts."""
+    table_path, marker_path = paths
+    fingerprint = _fingerprint(params.config_hash(), found)
+    marker = store.read_json(marker_path)
+    if marker and marker.get("fingerprint") == fingerprint and store.exists(table_path):
+        fields = ("candidates", "groups", "duplicates", "index", "fingerprint")
         return Outcome(**{k: marker[k] for k in fields}, reused=True)
     started = time.time()
     keys = [c.key for c in found]
@@ -278,12 +258,12 @@ def decide(builder: Builder, params: DedupStage, shards: list[int], vl_config: s
             "neighbours": pa.array(grouping.neighbours, pa.int32()),
         }
     )
-    store.remove(DECISIONS_MARKER)  # the file and its marker never disagree
-    store.write_table(DECISIONS, table)
+    store.remove(marker_path)  # the file and its marker never disagree
+    store.write_table(table_path, table)
     groups = len(set(grouping.group.tolist()))
-    outcome = Outcome(len(found), groups, len(m) - groups, index=grouping.index)
+    outcome = Outcome(len(found), groups, len(m) - groups, False, grouping.index, fingerprint)
     store.write_json(
-        DECISIONS_MARKER,
+        marker_path,
         {
             "fingerprint": fingerprint,
             "params": params.params(),
@@ -298,148 +278,4 @@ def decide(builder: Builder, params: DedupStage, shards: list[int], vl_config: s
     return outcome
 
 
-def prepare(builder: Builder, params: DedupStage, shards: list[int]) -> str:
-    """The driver's step before `dedup` runs as a stage in a build (every shard's vl_filter
-    rows finished): make or reuse the decisions, once per build, and return their fingerprint
-    (to mix into the dedup stage's chain fingerprint: a duplicate in one shard changes another
-    shard's decisions). Workers then only read the file (`DedupStage.process`)."""
-    decide(builder, params, shards, builder.config.vl_filter.config_hash())
-    return builder.store.read_json(DECISIONS_MARKER)["fingerprint"]
-
-
-def read_decisions(store, params: DedupStage, shards: set[int] | None = None) -> dict:
-    """{key: Decision} from the decisions file, for some shards or all."""
-    if not store.exists(DECISIONS):
-        raise FileNotFoundError(f"{store.url} has no {DECISIONS}: run vidal dedup")
-    table = store.read_table(DECISIONS)
-    cols = {name: table.column(name).to_pylist() for name in table.column_names}
-    return {
-        key: Decision(group, kept, n)
-        for key, shard, group, kept, n in zip(
-            cols["key"], cols["shard"], cols["group"], cols["kept"], cols["neighbours"], strict=True
-        )
-        if shards is None or shard in shards
-    }
-
-
-def dedup(config: Config, out: str) -> Outcome:
-    """Decide (or reuse the decisions), then rewrite the rows whose decision changed."""
-    params = config.dedup
-    problem = params.check()
-    if problem:
-        raise ConfigError(problem)
-    if VL not in config.stages:
-        raise ConfigError(f"the pipeline has no {VL} stage ({', '.join(config.stages)})")
-    if params.name in config.stages:
-        raise ConfigError(
-            f"{params.name} is a stage of this pipeline: `vidal build` (or `vidal run "
-            f"{params.name}`) applies it; `vidal dedup` is for pipelines without it"
-        )
-    builder = Builder(config, None, out, runner=None)
-    if builder.store.read_json("work/plan.json") is None:
-        raise ConfigError(f"{builder.store.url} holds no vidal build (no work/plan.json)")
-    builder.planned_fingerprints()
-    vl_config = config.vl_filter.config_hash()
-    shards = []
-    for shard in range(builder.shard_count):
-        marker = builder.marker(VL, shard)
-        if not marker:
-            continue
-        if marker.get("config") != vl_config:
-            raise ConfigError(
-                f"shard {shard}'s {VL} rows were made with another {VL} config than this "
-                "pipeline's: pass the --pipeline and overrides the build used"
-            )
-        shards.append(shard)
-    if not shards:
-        raise ConfigError(f"{builder.store.url} has no {VL} results: run vidal build first")
-    outcome = decide(builder, params, shards, vl_config)
-    decisions = read_decisions(builder.store, params)
-    later = [s for s in config.stages[config.stages.index(VL) + 1 :] if s != params.name]
-    for shard in shards:
-        changed, dropped, kept = _apply(builder, params, shard, later, decisions)
-        outcome.newly_dropped += dropped
-        outcome.newly_kept += kept
-        outcome.shards_changed += changed
-    return outcome
-
-
-def _apply(builder, params, shard, later, decisions) -> tuple[bool, int, int]:
-    """Rewrite one shard's rows: (rows changed?, newly dropped, newly kept)."""
-    rows = builder.read_rows(VL, shard)
-    updates, dropped, kept = {}, 0, 0
-    for key, record in rows.items():
-        sample = Sample.from_json(record)
-        if sample.errors or (sample.dropped is not None and sample.dropped_by != params.name):
-            continue
-        before = sample.to_json()
-        was_dropped = sample.dropped is not None
-        params.apply(sample, decisions.get(key))
-        if decisions.get(key):
-            sample.lineage[params.name] = params.lineage()
-        else:
-            sample.lineage.pop(params.name, None)
-        if sample.to_json() != before:
-            updates[key] = sample
-            dropped += sample.dropped is not None and not was_dropped
-            kept += was_dropped and sample.dropped is None
-    if not updates:
-        return False, 0, 0
-    for name in later:
-        _rewrite_later(builder, params, name, shard, updates, later[0])
-    _write(builder, VL, shard, {**rows, **{k: s.to_json() for k, s in updates.items()}}, params)
-    return True, dropped, kept
-
-
-def _rewrite_later(builder, params, name, shard, updates, first_later) -> None:
-    if not builder.marker(name, shard):
-        return  # never ran here: the next build runs it from the vl_filter rows
-    rows = builder.read_rows(name, shard)
-    for key, sample in updates.items():
-        if key not in rows:
-            continue
-        old = Sample.from_json(rows[key])
-        if sample.dropped is not None:
-            rows[key] = sample.to_json()
-        elif old.dropped_by == params.name:
-            pending = Sample.from_json(sample.to_json())
-            pending.fail(first_later, PENDING, "kept by dedup: vidal build --retry-failed")
-            rows[key] = pending.to_json()
-        elif old.ok:  # processed further: only its dedup record changes
-            if params.name in sample.fields:
-                old.fields[params.name] = sample.fields[params.name]
-                old.lineage[params.name] = sample.lineage[params.name]
-            else:
-                old.fields.pop(params.name, None)
-                old.lineage.pop(params.name, None)
-            rows[key] = old.to_json()
-    _write(builder, name, shard, rows, None)
-
-
-def _write(builder, name: str, shard: int, records: dict, params: DedupStage | None) -> None:
-    """Rows with the old marker (the stage stays fresh), its digest brought up to date."""
-    marker = dict(builder.marker(name, shard) or {})
-    marker.pop("digest", None)
-    marker.pop("samples", None)
-    if params is not None:
-        marker["dedup"] = params.config_hash()
-    builder.write_rows(name, shard, records, marker)
-
-
-def run_dedup(config: Config, out: str, quiet: bool = False) -> int:
-    """The CLI's `vidal dedup`: decide, apply, say what the next build will do."""
-    outcome = dedup(config, out)
-    if not quiet:
-        how = "reused" if outcome.reused else f"computed ({outcome.index} index)"
-        print(
-            f"dedup: {outcome.candidates} clips, {outcome.groups} groups of near-duplicates, "
-            f"{outcome.duplicates} duplicates dropped; decisions {how}; "
-            f"{outcome.newly_dropped} newly dropped, {outcome.newly_kept} newly kept, "
-            f"in {outcome.shards_changed} shards"
-        )
-        hint = " --retry-failed (computes the later stages for newly kept clips)"
-        print(f"next: vidal build --out {out} ...{hint if outcome.newly_kept else ''}")
-    return 0
-
-
-__all__ = ["dedup", "group_vectors", "read_decisions", "run_dedup"]
+__all__ = ["Candidate", "Outcome", "candidates", "decide", "group_vectors"]

@@ -21,7 +21,6 @@ from vidal.cli import main
 from vidal.config import load_config
 from vidal.io.shards import SHARD_SCHEMA
 from vidal.media.synth import make_clip_set
-from vidal.refilter import run_refilter
 from vidal.report.html import (
     collect,
     colorize_depth,
@@ -31,7 +30,7 @@ from vidal.report.html import (
     sample_view,
     write_report,
 )
-from vidal.run.jobs import build
+from vidal.run.jobs import build, redecide
 from vidal.run.store import Store
 
 CRAWL = {
@@ -65,9 +64,8 @@ def dataset(tmp_path_factory) -> Path:
     config = load_config("demo", overrides)
     out = root / "out"
     assert build(config, str(source), str(out), quiet=True).failure is None
-    # tiny CLIP scores mean nothing: drop the worse half by the stored scores, then repack
-    run_refilter(config, str(out), None, 0.5, quiet=True)
-    assert build(config, str(source), str(out), quiet=True).failure is None
+    # tiny CLIP scores mean nothing: drop the worse half by the stored scores, and repack
+    assert redecide(config, str(out), "refilter", quiet=True, top_fraction=0.5).failure is None
     return out
 
 

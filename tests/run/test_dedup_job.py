@@ -1,7 +1,5 @@
-"""`dedup` as a stage inside `vidal build`: the driver prepares the decisions once, between the
-stages before it (every shard) and the stages from it on. Needs the Builder's segment split
-(`prepare` hook in `Builder.run_stages`) and `DedupStage` in `vidal.stages.STAGES`; skipped
-until both are there."""
+"""`dedup` as a stage inside `vidal build`: the driver decides once, between the streaming pass
+of the stages before it (every shard) and the pass of the stages from it on."""
 
 from __future__ import annotations
 
@@ -9,23 +7,14 @@ import json
 import shutil
 
 import pyarrow.parquet as pq
-import pytest
 
 from tests.models import model_config, rows
 from tests.stages.test_dedup import named
-from vidal.run.build import Builder
 from vidal.run.jobs import build, run_stage
-from vidal.stages import STAGES
-
-pytestmark = pytest.mark.skipif(
-    "dedup" not in STAGES or "extra" not in Builder._chain.__code__.co_varnames,
-    reason="dedup is not a build stage yet (Builder prepare hook / STAGES registration)",
-)
 
 PIPELINE = [
     "stages=[probe,keyframes,vl_filter,dedup,depth]",
     "vl_filter.batch_size=3",
-    "runner.wave_samples=2",  # many waves: the decisions must still see every shard
     "dedup.threshold=0.99995",  # tiny random CLIP: distinct clips within 0.9998, copies at 1
 ]
 

@@ -47,13 +47,22 @@ class Run:
         )
 
 
-def run_cli(source: Path, out: Path, *extra: str, kill_after_plan=None, kill_when=None, watch=None):
+def run_cli(
+    source: Path,
+    out: Path,
+    *extra: str,
+    kill_after_plan=None,
+    kill_when=None,
+    watch=None,
+    runner: str = "--local",
+):
     """The CLI in its own process group. SIGKILL the whole group `kill_after_plan` seconds
     after the run wrote its plan (so the interpreter's start-up time, which varies with the
     machine's load, does not shift the moment), or as soon as `kill_when(out)` is true.
     `watch(out, elapsed)` is called on every poll."""
-    argv = [str(VIDAL), "build", "--source", str(source), "--out", str(out), "--local"]
+    argv = [str(VIDAL), "build", "--source", str(source), "--out", str(out), runner]
     argv += ["--shards", str(SHARDS), "--quiet", "--pipeline", "demo", STAGES, *extra]
+    argv = [a for a in argv if a]
     err_path = out.parent / f".{out.name}.stderr"
     plan = out / "work" / "plan.json"
     plan_before = plan.stat().st_mtime_ns if plan.exists() else None
@@ -257,11 +266,12 @@ def test_killed_while_writing_a_shard(kill_source, reference, tmp_path):
 
 
 def test_killed_and_resumed_several_times_in_a_row(kill_source, reference, tmp_path):
-    """Small waves, so a run persists some shards' stage rows before it dies. Three kills in
-    a row, each at a later point of the work: mid-wave (a payload written, no marker yet),
-    right after a wave was persisted, and while packing. Then a run to the end."""
+    """Shards finish one by one while the pass streams, so a run persists some shards' stage
+    rows before it dies. Three kills in a row, each at a later point of the work: mid-shard (a
+    payload written, no marker yet), right after a (stage, shard) finished, and while packing.
+    Then a run to the end."""
     out = tmp_path / "out"
-    waves = "runner.wave_samples=3"
+    waves = ""
 
     def payload_written(out: Path) -> bool:
         return any(out.glob("work/keyframes/*/*.jpg"))
@@ -285,3 +295,36 @@ def test_killed_and_resumed_several_times_in_a_row(kill_source, reference, tmp_p
     final = run_cli(kill_source, out, waves)
     assert final.returncode == 0, final.stderr
     assert_same_as_reference(out, reference)
+
+
+MODEL = [
+    "stages=[probe,keyframes,vl_filter,clip]",
+    "vl_filter.model=tiny:clip",
+    "vl_filter.batch_size=2",
+    "vl_filter.num_cpus=0.5",
+    "runner.num_cpus=2",
+]
+
+
+@pytest.mark.slow
+def test_killed_while_a_model_actor_is_mid_shard_on_ray(kill_source, tmp_path):
+    """On Ray, with the model stage as an actor pool: killed once the actor has written part
+    of a shard (parts, no marker). The resumed build equals an uninterrupted one."""
+    reference_out = tmp_path / "reference"
+    ref = run_cli(kill_source, reference_out, *MODEL, runner="")
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "out"
+
+    def model_mid_shard(out: Path) -> bool:
+        return any(out.glob("work/vl_filter/*.parts/*.parquet"))
+
+    killed = run_cli(kill_source, out, *MODEL, runner="", kill_when=model_mid_shard)
+    assert killed.killed, "the build ended before the model stage wrote a part?"
+    check_nothing_half_written(out)
+    resumed = run_cli(kill_source, out, *MODEL, runner="")
+    assert resumed.returncode == 0, resumed.stderr
+    check_nothing_half_written(out)
+    snap, want = snapshot(out), snapshot(reference_out)
+    for field in ("tar_names", "pairs", "members", "rows", "status", "totals", "tar_bytes"):
+        assert snap[field] == want[field], field
+    assert not list(out.glob("work/*/*.parts"))  # nothing in flight is left behind

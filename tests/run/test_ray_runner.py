@@ -18,9 +18,11 @@ import pytest
 from vidal.config import load_config
 from vidal.io.shards import pack_shard
 from vidal.io.sources import list_source
+from vidal.run import rows as rows_io
 from vidal.run.jobs import build
 from vidal.run.ray_runner import RayRunner
 from vidal.run.store import Store
+from vidal.run.stream import Plan
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext
 
@@ -85,6 +87,24 @@ class ModelPidStage(PidStage):
     concurrency: int | None = 2
 
 
+def _stream(runner, stages, ctx, rows: list[dict]) -> list[dict]:
+    """Plan `rows` as a source in the store, run one pass, return the last stage's rows."""
+    store = Store(ctx.out)
+    shards = sorted({r["shard"] for r in rows})
+    for shard in shards:
+        records = {r["key"]: r["record"] for r in rows if r["shard"] == shard}
+        rows_io.write_rows(store, rows_io.SOURCE, shard, records, {"stage": rows_io.SOURCE})
+    fps = {s: [f"fp{s}-{i}" for i in range(len(stages))] for s in shards}
+    plan = Plan(stages, {s: 0 for s in shards}, fps)
+    failure = runner.stream(plan, ctx, [{"shard": s, "start": 0} for s in shards])
+    assert not failure["poisoned"], failure
+    return [
+        {"key": k, "shard": s, "record": r}
+        for s in shards
+        for k, r in rows_io.read_rows(store, stages[-1].name, s).items()
+    ]
+
+
 def _rows(n: int) -> list[dict]:
     return [
         {"key": f"k{i:03d}", "shard": i % 3, "record": Sample(f"k{i:03d}", i % 3, "x").to_json()}
@@ -103,13 +123,22 @@ def ray_and_local_builds(clip_bank, tmp_path_factory, ray_cluster):
     captured = []
     original = RayRunner._map
 
-    def capture(self, ds, stage, ctx, *rest):
-        ds = original(self, ds, stage, ctx, *rest)
+    def capture(self, ds, step):
+        ds = original(self, ds, step)
         captured.append(ds)
         return ds
 
+    executed = []
+    original_stream = RayRunner.stream
+
+    def capture_stream(self, *args, **kwargs):
+        result = original_stream(self, *args, **kwargs)
+        executed.append(self.last_dataset)
+        return result
+
     mp = pytest.MonkeyPatch()
     mp.setattr(RayRunner, "_map", capture)
+    mp.setattr(RayRunner, "stream", capture_stream)
     overrides = ["runner.progress=false", "shards=3", f"stages=[{','.join(STAGE_NAMES)}]"]
     ray_out, ray_result = root / "ray", None
     try:
@@ -127,6 +156,7 @@ def ray_and_local_builds(clip_bank, tmp_path_factory, ray_cluster):
         "ray": (ray_out, ray_result),
         "local": (local_out, local_outcome),
         "datasets": captured,
+        "executed": executed,
     }
 
 
@@ -175,8 +205,11 @@ def test_ray_data_operators_are_named_after_the_stages(ray_and_local_builds):
         chain.append(op.name)
         op = op.input_dependencies[0] if op.input_dependencies else None
     chain.reverse()
-    assert chain[1:] == [f"MapBatches({s})" for s in STAGE_NAMES], chain
-    stats = ds.stats()
+    # one execution: the shards' read tasks, every stage, and a row count for the driver
+    assert chain[1] == "MapBatches(read_shards)", chain
+    assert chain[2:] == [f"MapBatches({s})" for s in STAGE_NAMES], chain
+    (executed,) = ray_and_local_builds["executed"]  # one execution for the whole build
+    stats = executed.stats()
     for stage in STAGE_NAMES:
         assert f"MapBatches({stage})" in stats
 
@@ -189,14 +222,14 @@ def test_model_stage_runs_as_actor_pool_set_up_once_per_actor(ray_cluster, tmp_p
     runner = RayRunner(load_config("demo", ["runner.progress=false"]).runner)
     original = runner._map
 
-    def capture(ds, stage, ctx, *rest):
-        ds = original(ds, stage, ctx, *rest)
+    def capture(ds, step):
+        ds = original(ds, step)
         captured.append(ds)
         return ds
 
     runner._map = capture
-    rows = _rows(24)
-    out = runner.run([cpu, model], StageContext(out=str(tmp_path / "out")), rows)
+    rows, ctx = _rows(24), StageContext(out=str(tmp_path / "out"))
+    out = _stream(runner, [cpu, model], ctx, rows)
     assert sorted(r["key"] for r in out) == sorted(r["key"] for r in rows)
 
     setups = collections.Counter()

@@ -15,7 +15,7 @@ import vidal.dedup as dd
 from tests.models import model_config, rows
 from vidal.cli import main
 from vidal.config import ConfigError
-from vidal.run.jobs import build
+from vidal.run.jobs import build, redecide
 from vidal.run.store import Store
 from vidal.stages.dedup import DECISIONS, DECISIONS_MARKER, Decision, DedupStage
 
@@ -141,16 +141,25 @@ def shard_rows(out) -> dict[str, dict]:
     return found
 
 
+WITH_DEDUP = ["stages=[probe,keyframes,vl_filter,dedup,depth]", "vl_filter.batch_size=3"]
+
+
+def decision(out) -> dict:
+    return Store(str(out)).read_json(DECISIONS_MARKER)
+
+
 def test_exact_copies_are_grouped_best_score_kept_and_the_build_repacks(copy):
     source, out = copy
     # tiny random CLIP puts distinct clips within cos 0.9998 of each other: copies are at 1
-    config = model_config(*STAGES, "dedup.threshold=0.99995")
     before = shard_rows(out)
-    outcome = dd.dedup(config, str(out))
-    assert not outcome.reused and outcome.index == "flat"
-    assert outcome.groups == 2 and outcome.duplicates == 2 and outcome.newly_dropped == 2
+    depth_before = named(rows(out, "depth", *STAGES))
+    outcome = redecide(model_config(*STAGES), str(out), "dedup", quiet=True, threshold=0.99995)
+    assert outcome.failure is None
+    made = decision(out)
+    assert made["index"] == "flat" and made["groups"] == 2 and made["duplicates"] == 2
 
-    vl = named(rows(out, "vl_filter", *STAGES))
+    strict = [*WITH_DEDUP, "dedup.threshold=0.99995"]
+    vl = named(rows(out, "dedup", *strict))
     score = {k: s.fields["vl_filter"]["score"] for k, s in vl.items()}
     pairs = [("synth-000", "copy-000"), ("synth-001", "retitled-001")]
     for a, b in pairs:
@@ -162,17 +171,18 @@ def test_exact_copies_are_grouped_best_score_kept_and_the_build_repacks(copy):
         assert vl[other].dropped_by == "dedup"
     singles = set(vl) - {k for p in pairs for k in p}
     assert singles and all("dedup" not in vl[k].fields and vl[k].ok for k in singles)
-    depth = named(rows(out, "depth", *STAGES))  # later stages agree with the decision
+    depth = named(rows(out, "depth", *strict))  # later stages agree with the decision
     assert {k for k, s in depth.items() if s.dropped_by == "dedup"} == {
         k for k, s in vl.items() if s.dropped_by == "dedup"
     }
+    for k in singles:  # the clips whose decision did not change kept their depth as it was
+        assert depth[k].fields["depth"] == depth_before[k].fields["depth"]
 
     store = Store(str(out))
     table = store.read_table(DECISIONS).to_pylist()
     assert {r["key"] for r in table} == {vl[k].key for p in pairs for k in p}
 
-    # the next build repacks: every sample still accounted for, duplicates dropped with reason
-    assert build(config, str(source), str(out), quiet=True).failure is None
+    # the shards were repacked: every sample still accounted for, duplicates dropped with reason
     after = shard_rows(out)
     assert set(after) == set(before)
     dropped = {k: r for k, r in after.items() if r["status"] == "dropped"}
@@ -180,9 +190,7 @@ def test_exact_copies_are_grouped_best_score_kept_and_the_build_repacks(copy):
     assert all("duplicate_of:" in json.dumps(r) for r in dropped.values())
 
     # a rerun reuses the decisions (no index built) and changes nothing
-    marker = store.read_json(DECISIONS_MARKER)
-    stamp = (out / "work/vl_filter/00000.parquet").stat().st_mtime_ns
-    stamp1 = (out / "work/vl_filter/00001.parquet").stat().st_mtime_ns
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("work/*/*.parquet")}
 
     def no_index(*a, **k):
         raise AssertionError("decisions must be reused")
@@ -190,13 +198,12 @@ def test_exact_copies_are_grouped_best_score_kept_and_the_build_repacks(copy):
     dd_group = dd.group_vectors
     dd.group_vectors = no_index
     try:
-        again = dd.dedup(config, str(out))
+        again = build(model_config(*strict), str(source), str(out), quiet=True)
     finally:
         dd.group_vectors = dd_group
-    assert again.reused and again.shards_changed == 0 and again.newly_dropped == 0
-    assert store.read_json(DECISIONS_MARKER) == marker
-    assert (out / "work/vl_filter/00000.parquet").stat().st_mtime_ns == stamp
-    assert (out / "work/vl_filter/00001.parquet").stat().st_mtime_ns == stamp1
+    assert again.failure is None
+    assert decision(out) == made
+    assert {p: p.stat().st_mtime_ns for p in out.glob("work/*/*.parquet")} == stamp
 
 
 def named(samples: dict) -> dict:
@@ -230,21 +237,24 @@ def test_near_duplicates_by_threshold_and_a_changed_threshold_recomputes(copy, c
     loose = ["dedup.threshold=0.98", *STAGES]
     assert main(["dedup", "--out", str(out), "--pipeline", "demo", *_base(), *loose]) == 0
     assert "3 groups" in capsys.readouterr().out
-    vl = named(rows(out, "vl_filter", *STAGES))
+    first = decision(out)["fingerprint"]
+    vl = named(rows(out, "dedup", *WITH_DEDUP, "dedup.threshold=0.98"))
     assert vl["synth-002"].fields["dedup"]["group"] == vl["synth-003"].fields["dedup"]["group"]
     assert len({k for k, s in vl.items() if s.dropped_by == "dedup"}) == 3
-    first = Store(str(out)).read_json(DECISIONS_MARKER)["fingerprint"]
+    depth = named(rows(out, "depth", *WITH_DEDUP, "dedup.threshold=0.98"))
+    newly = next(k for k in ("synth-002", "synth-003") if depth[k].dropped_by == "dedup")
+    assert "depth" not in depth[newly].fields
 
-    # stricter: the near pair (cos ~0.99) splits, the exact copies stay grouped
-    strict = dd.dedup(model_config(*STAGES, "dedup.threshold=0.999"), str(out))
-    assert not strict.reused and strict.groups == 2 and strict.newly_kept == 1
-    assert Store(str(out)).read_json(DECISIONS_MARKER)["fingerprint"] != first
-    vl = named(rows(out, "vl_filter", *STAGES))
+    # stricter: the near pair (cos ~0.99) splits, the exact copies stay grouped; the clip kept
+    # now is computed by the later stages in the same run
+    strict = [*WITH_DEDUP, "dedup.threshold=0.999"]
+    assert build(model_config(*strict), None, str(out), quiet=True).failure is None
+    assert decision(out)["groups"] == 2 and decision(out)["fingerprint"] != first
+    vl = named(rows(out, "dedup", *strict))
     assert vl["synth-002"].ok and vl["synth-003"].ok
     assert "dedup" not in vl["synth-002"].fields and "dedup" not in vl["synth-003"].fields
-    depth = named(rows(out, "depth", *STAGES))
-    newly = "synth-002" if "pending" in json.dumps(depth["synth-002"].errors) else "synth-003"
-    assert "dedup_pending" in depth[newly].errors["depth"]
+    depth = named(rows(out, "depth", *strict))
+    assert depth[newly].ok and "file" in depth[newly].fields["depth"]
 
 
 def _base() -> list[str]:
@@ -256,28 +266,27 @@ def _base() -> list[str]:
 def test_refusals(copy, tmp_path):
     _, out = copy
     with pytest.raises(ConfigError, match="dedup.threshold"):
-        dd.dedup(model_config(*STAGES, "dedup.threshold=3"), str(out))
-    with pytest.raises(ConfigError, match="another vl_filter config"):
-        dd.dedup(model_config(*STAGES, "vl_filter.threshold=0.5"), str(out))
+        redecide(model_config(*STAGES), str(out), "dedup", threshold=3)
     with pytest.raises(ConfigError, match="no vidal build"):
-        dd.dedup(model_config(*STAGES), str(tmp_path / "nothing"))
+        redecide(model_config(*STAGES), str(tmp_path / "nothing"), "dedup", threshold=0.9)
+    no_vl = model_config("stages=[probe,keyframes,depth]")
+    with pytest.raises(ConfigError, match="no vl_filter stage"):
+        redecide(no_vl, str(out), "dedup", threshold=0.9)
 
 
-def test_the_stage_applies_decisions_prepared_by_the_driver(copy):
-    """The in-build path: the driver prepares the decisions once, workers only read them."""
-    from vidal.run.build import Builder
+def test_the_stage_applies_decisions_made_by_the_driver(copy):
+    """The driver decides once from the stored rows; workers only read the decisions."""
     from vidal.stages.base import StageContext
 
     _, out = copy
     config = model_config(*STAGES, "dedup.threshold=0.99995")
-    builder = Builder(config, None, str(out), runner=None)
-    builder.planned_fingerprints()
-    fingerprint = dd.prepare(builder, config.dedup, list(range(builder.shard_count)))
-    assert fingerprint == Store(str(out)).read_json(DECISIONS_MARKER)["fingerprint"]
-    stage = config.dedup
-    stage.setup(StageContext(out=str(out)))
-    samples = list(rows(out, "vl_filter", *STAGES).values())  # untouched by the job
-    done = named({s.key: s for s in stage.process_batch(samples)})
+    stage = config.dedup.setup_decision(StageContext(out=str(out)))
+    fingerprint = stage.decide("vl_filter", [0, 1])
+    assert fingerprint == decision(out)["fingerprint"]
+    worker = model_config(*STAGES, "dedup.threshold=0.99995").dedup
+    worker.setup(StageContext(out=str(out)))
+    samples = list(rows(out, "vl_filter", *STAGES).values())  # untouched by the decision
+    done = named({s.key: s for s in worker.process_batch(samples)})
     dropped = {k for k, s in done.items() if s.dropped_by == "dedup"}
     assert len(dropped) == 2 and dropped <= {"synth-000", "copy-000", "synth-001", "retitled-001"}
     assert all(s.lineage.get("dedup") for k, s in done.items() if "dedup" in s.fields)

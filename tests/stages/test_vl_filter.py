@@ -13,11 +13,10 @@ import pytest
 
 from tests.models import MODEL_STAGES, model_config, model_dataset, rows
 from vidal.cli import main
-from vidal.config import ConfigError
 from vidal.models.clip import ClipEmbedder
 from vidal.models.depth import DepthEstimator
-from vidal.refilter import Rule, refilter
-from vidal.run.jobs import build
+from vidal.models.resolve import ModelNotFoundError
+from vidal.run.jobs import build, redecide
 from vidal.run.store import Store
 from vidal.stages.vl_filter import Scores, VLFilterStage, load_embeddings
 
@@ -137,71 +136,102 @@ def test_refilter_redecides_without_recomputing_and_build_repacks(copy, monkeypa
     monkeypatch.setattr(ClipEmbedder, "load", no_model)
     monkeypatch.setattr(DepthEstimator, "load", no_model)
     before = rows(copy, "vl_filter")
-    embeddings, stage_markers = files_digest(copy, "work/vl_filter/*/emb-*.npz"), markers(copy)
+    embeddings, vl_markers = (
+        files_digest(copy, "work/vl_filter/*/emb-*.npz"),
+        vl_marker_stamps(copy),
+    )
+    depth_files = files_digest(copy, "work/depth/*/*.png")
     scores = sorted(s.fields["vl_filter"]["score"] for s in before.values())
     threshold = scores[3]  # keeps the top 3
-    outcome = refilter(model_config(), str(copy), Rule(threshold=threshold))
-    assert (outcome.scored, outcome.kept, outcome.newly_dropped) == (6, 3, 3)
-    after = rows(copy, "depth")
+    outcome = redecide(model_config(), str(copy), "refilter", quiet=True, threshold=threshold)
+    assert outcome.failure is None and outcome.total["kept"] == 3
+    config = [
+        "stages=[probe,keyframes,vl_filter,refilter,depth]",
+        f"refilter.threshold={threshold}",
+    ]
+    after = rows(copy, "depth", *config)
     kept = {k for k, s in before.items() if s.fields["vl_filter"]["score"] >= threshold}
     assert {k for k, s in after.items() if s.ok} == kept
     assert {s.dropped for k, s in after.items() if k not in kept} == {f"vl_score<{threshold}"}
+    assert all(after[k].lineage["refilter"] for k in kept)  # provenance of the decision
     assert files_digest(copy, "work/vl_filter/*/emb-*.npz") == embeddings
+    assert files_digest(copy, "work/depth/*/*.png") == depth_files  # reused, not recomputed
+    assert vl_marker_stamps(copy) == vl_markers  # the VL filter did not rerun
     assert all(s.fields["vl_filter"] == before[k].fields["vl_filter"] for k, s in after.items())
-
-    build(model_config(), None, str(copy), quiet=True)  # packs; recomputes nothing
-    assert markers(copy) == stage_markers
     assert tar_keys(copy) == kept
 
+    stamps = markers(copy)
+    build(model_config(*config), None, str(copy), quiet=True)  # the same decision: no work
+    assert markers(copy) == stamps
 
-def test_refilter_top_fraction_per_term_then_retry_computes_newly_kept(copy):
+
+def vl_marker_stamps(out) -> dict:
+    return {k: v for k, v in markers(out).items() if "/vl_filter/" in k}
+
+
+def test_refilter_top_fraction_per_term_computes_newly_kept_in_the_same_run(copy):
     before = rows(copy, "vl_filter")
-    refilter(model_config(), str(copy), Rule(threshold=1.0))  # drop everything first
-    outcome = refilter(model_config(), str(copy), Rule(top_fraction=0.5))
+    redecide(model_config(), str(copy), "refilter", quiet=True, threshold=1.0)  # drop all
+    assert tar_keys(copy) == set()
+    redecide(model_config(), str(copy), "refilter", quiet=True, top_fraction=0.5)
     by_term = {}
     for key, sample in before.items():
         by_term.setdefault(sample.meta["extra"]["term"], []).append(key)
     expected = set()
     for keys in by_term.values():
-        keys.sort(key=lambda k: -before[k].fields["vl_filter"]["score"])
+        keys.sort(key=lambda k: (-before[k].fields["vl_filter"]["score"], k))
         expected |= set(keys[: math.ceil(len(keys) / 2)])
-    assert outcome.newly_kept == len(expected)
-    pending = rows(copy, "depth")
-    assert {k for k, s in pending.items() if "refilter_pending" in s.errors.get("depth", "")} == (
-        expected
-    )
-    build(model_config(), None, str(copy), retry_failed=True, quiet=True)
-    done = rows(copy, "depth")
+    config = ["stages=[probe,keyframes,vl_filter,refilter,depth]", "refilter.top_fraction=0.5"]
+    done = rows(copy, "depth", *config)
     assert {k for k, s in done.items() if s.ok} == expected
     assert all("file" in done[k].fields["depth"] for k in expected)
+    assert all(s.dropped.startswith("vl_top0.5") for k, s in done.items() if k not in expected)
     assert tar_keys(copy) == expected
 
 
 def test_refilter_cli_and_its_refusals(copy, capsys):
     argv = ["refilter", "--out", str(copy), "--pipeline", "demo"]
     assert main([*argv, "--top-fraction", "1", *MODEL_STAGES]) == 0
-    assert "6 scored clips, 6 kept" in capsys.readouterr().out
-    other = model_config("vl_filter.threshold=0.1")  # not the config the build used
-    with pytest.raises(ConfigError, match="another vl_filter config"):
-        refilter(other, str(copy), Rule(threshold=0.2))
+    printed = capsys.readouterr().out
+    assert "refilter: rule {'top_fraction': 1.0}" in printed
+    assert "refilter.top_fraction=1.0" in printed  # how to keep the decision
     assert main([*argv, "--threshold", "3", *MODEL_STAGES]) == 2
-    assert "--threshold is a cosine in [-1, 1]" in capsys.readouterr().err
+    assert "refilter.threshold is a cosine in [-1, 1]" in capsys.readouterr().err
     nothing = ["refilter", "--out", str(copy.parent / "nothing"), "--pipeline", "demo"]
     assert main([*nothing, "--threshold", "0.2", *MODEL_STAGES]) == 2
     assert "holds no vidal build" in capsys.readouterr().err
 
 
-def test_a_model_that_is_not_available_fails_every_sample_in_one_sentence(
-    tmp_path, monkeypatch, capsys, dataset
-):
+def test_a_model_that_is_not_available_is_not_a_result(tmp_path, monkeypatch, capsys, dataset):
+    """A model that cannot load is the environment's fault: nothing is stored as a result,
+    the build fails with the cause in one sentence, and a plain rerun (model back) redoes it."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    config = model_config("stages=[probe,keyframes,vl_filter]", "vl_filter.model=acme/missing")
-    outcome = build(config, str(dataset[0]), str(tmp_path / "out"))
-    assert outcome.failure.endswith("vl_filter: model_unavailable")
-    for sample in rows(tmp_path / "out", "vl_filter").values():
-        assert "'acme/missing' is not in the Hugging Face cache" in sample.errors["vl_filter"]
+    out = tmp_path / "out"
+    missing = model_config("stages=[probe,keyframes,vl_filter]", "vl_filter.model=acme/missing")
+    outcome = build(missing, str(dataset[0]), str(out))
+    assert "vl_filter: model_unavailable" in outcome.failure
+    assert "'acme/missing' is not in the Hugging Face cache" in outcome.failure
+    assert "rerun the same command" in outcome.failure
+    assert not list(out.glob("work/vl_filter/*.done.json"))  # no failure stored as a result
+    assert list(out.glob("work/keyframes/*.done.json"))  # the stages before it are kept
     assert "Traceback" not in capsys.readouterr().err
+
+    real_load = ClipEmbedder.load
+    gone = {"on": True}
+
+    def flaky(*args, **kwargs):  # the same config; the model is missing, then comes back
+        if gone["on"]:
+            raise ModelNotFoundError("tiny:clip is not reachable right now")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(ClipEmbedder, "load", flaky)
+    config = model_config("stages=[probe,keyframes,vl_filter]")
+    assert "model_unavailable" in build(config, str(dataset[0]), str(out), quiet=True).failure
+    gone["on"] = False
+    again = build(config, str(dataset[0]), str(out), quiet=True)
+    assert again.failure is None and again.total["kept"] == 6
+    assert all("score" in s.fields["vl_filter"] for s in rows(out, "vl_filter").values())
 
 
 def test_both_model_stages_run_as_ray_actor_pools(ray_cluster, copy):

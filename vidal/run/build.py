@@ -1,53 +1,44 @@
 """Builds: list the source into shards, run every stage that is missing, pack the shards.
 
-Resume rests on per-(stage, shard) markers. A stage's fingerprint for a shard hashes its own
-config with the fingerprint of the stage before it (the first stage: a digest of the shard's
-source rows), so a changed config recomputes that stage and the ones after it, nothing else.
-A shard's stats file records the digest of the rows it packed, so a shard is repacked exactly
-when what would go into it changed.
+Resume rests on per-(stage, shard) markers (vidal.run.rows). A stage's fingerprint for a shard
+hashes its own config with the fingerprint of the stage before it (the first stage: a digest of
+the shard's source rows), so a changed config recomputes that stage and the ones after it,
+nothing else; within a recomputed (stage, shard), samples whose input did not change reuse
+their stored output.
+
+The chain runs as one streaming pass per segment (vidal.run.stream): a segment ends only at a
+dataset-level stage (`DatasetStage`: dedup, refilter), whose decision over every shard's rows
+the driver makes between two passes and mixes into the fingerprints of the stages from it on.
+The driver holds O(shards) state: fingerprints, starts, marker reads; never records.
 """
 
 from __future__ import annotations
 
-import collections
 import hashlib
-import os
-import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import pyarrow as pa
 
 from vidal.config import Config, ConfigError
 from vidal.io.shards import pack_shard, read_stats, shard_name
-from vidal.io.sources import SourceOptions, list_source, shard_of
-from vidal.run.execute import after_column
+from vidal.io.sources import SourceOptions, list_source
+from vidal.run import rows as rows_io
+from vidal.run.plan import group_by_shard
 from vidal.run.store import Store
-from vidal.sample import Sample
+from vidal.run.stream import Plan
 from vidal.stages.base import Stage, StageContext
+from vidal.stages.decision import DatasetStage
 
-SOURCE = "source"
+SOURCE = rows_io.SOURCE
+digest = rows_io.digest
 
 
-def digest(records: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for key in sorted(records):
-        h.update(key.encode() + b"\t" + records[key].encode() + b"\n")
-    return h.hexdigest()[:16]
+class BuildIncomplete(RuntimeError):
+    """Some (stage, shard) pairs could not finish for a reason that is not the samples' fault
+    (ffmpeg missing, a model that cannot load, a lost worker): the message says which and
+    that a plain rerun redoes them."""
 
 
 def chain_fingerprint(parent: str, stage: Stage) -> str:
     return hashlib.sha256(f"{parent}|{stage.name}|{stage.config_hash()}".encode()).hexdigest()[:16]
-
-
-@dataclass
-class StageRun:
-    """Work for one pass through the chain: these rows, from stage `start` on."""
-
-    start: int
-    rows: list[dict] = field(default_factory=list)
-    shards: set[int] = field(default_factory=set)
 
 
 class Builder:
@@ -59,30 +50,12 @@ class Builder:
         self.stages = config.pipeline()
         self.shard_count = config.shards
 
-    # -- rows and markers -------------------------------------------------------------------
-    def rows_path(self, stage: str, shard: int) -> str:
-        return f"work/{stage}/{shard:05d}.parquet"
-
-    def marker_path(self, stage: str, shard: int) -> str:
-        return f"work/{stage}/{shard:05d}.done.json"
-
+    # -- rows and markers (read-only here: vidal.run.rows writes them) ------------------------
     def read_rows(self, stage: str, shard: int) -> dict[str, str]:
-        table = self.store.read_table(self.rows_path(stage, shard))
-        return dict(
-            zip(table.column("key").to_pylist(), table.column("record").to_pylist(), strict=False)
-        )
-
-    def write_rows(self, stage: str, shard: int, records: dict[str, str], marker: dict) -> None:
-        keys = sorted(records)
-        table = pa.table({"key": keys, "record": [records[k] for k in keys]})
-        self.store.write_table(self.rows_path(stage, shard), table)
-        self.store.write_json(
-            self.marker_path(stage, shard),
-            {**marker, "samples": len(keys), "digest": digest(records)},
-        )
+        return rows_io.read_rows(self.store, stage, shard)
 
     def marker(self, stage: str, shard: int) -> dict | None:
-        return self.store.read_json(self.marker_path(stage, shard))
+        return rows_io.read_marker(self.store, stage, shard)
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> dict[int, str]:
@@ -102,7 +75,7 @@ class Builder:
             total += len(records)
             old = self.marker(SOURCE, shard)
             if not old or old.get("digest") != fingerprints[shard]:
-                self.write_rows(SOURCE, shard, records, {"stage": SOURCE})
+                rows_io.write_rows(self.store, SOURCE, shard, records, {"stage": SOURCE})
         plan = {"shards": self.shard_count, "source": self.source, "samples": total}
         self.store.write_json("work/plan.json", plan)
         return fingerprints
@@ -112,157 +85,104 @@ class Builder:
         plan = self.store.read_json("work/plan.json")
         if plan is None:
             raise FileNotFoundError(f"{self.store.url} has no work/plan.json: pass --source")
-        if plan["shards"] != self.shard_count:
-            self.shard_count = plan["shards"]
+        self.shard_count = plan["shards"]
         return {
             s: (self.marker(SOURCE, s) or {}).get("digest", "") for s in range(self.shard_count)
         }
 
     # -- running stages ---------------------------------------------------------------------
-    def run_stages(self, upto: int | None = None, retry_failed: bool = False) -> dict[int, list]:
-        """Run every (stage, shard) whose marker is missing or stale; returns fingerprints.
-
-        A dataset-level stage (one with `prepare`, e.g. dedup) needs the stages before it
-        finished on every shard: the chain runs in segments split at such stages, and between
-        two segments the driver calls `prepare(builder, shards)` once; its fingerprint joins
-        the chain from that stage on (a change in one shard may change another's decisions)."""
+    def run_stages(self, upto: int | None = None, retry_failed: bool = False) -> dict:
+        """Run every (stage, shard) whose marker is missing or stale (with `retry_failed`,
+        also every one that failed samples); returns each shard's fingerprints."""
         stages = self.stages[: (upto + 1) if upto is not None else None]
         sources = self.source_fingerprints
-        cuts = [i for i, st in enumerate(stages) if i and callable(getattr(st, "prepare", None))]
-        extra: dict[int, str] = {}
+        cuts = [i for i, st in enumerate(stages) if i and isinstance(st, DatasetStage)]
+        decisions: dict[int, str] = {}
         for end in [*cuts, len(stages)]:
-            chain = {s: self._chain(sources[s], stages, extra) for s in range(self.shard_count)}
-            pending = collections.defaultdict(set)
-            for shard, fps in chain.items():
-                start = next(
-                    (i for i in range(end) if not self._fresh(stages[i], shard, fps[i])), None
-                )
-                if start is not None:
-                    pending[start].add(shard)
-            for start in sorted(pending):
-                self._run_from(stages[:end], start, sorted(pending[start]), chain)
+            chain = {s: self._chain(sources[s], stages, decisions) for s in sources}
+            self.chain = chain  # what pack checks markers against, even if a pass fails
+            starts = self._starts(stages[:end], chain, retry_failed)
+            if starts:
+                self._pass(Plan(stages[:end], starts, chain, retry_failed))
             if end < len(stages):
-                extra[end] = stages[end].prepare(self, list(range(self.shard_count)))
-        if retry_failed:
-            self._retry_failed(stages, chain)
+                decisions[end] = self._decide(stages[end], stages[end - 1].name)
         return chain
 
-    def _chain(self, source_fp: str, stages: list[Stage], extra: dict | None = None) -> list[str]:
+    def fingerprints(self) -> dict:
+        """The fingerprints of the last segment planned (every stage's, per shard)."""
+        return getattr(self, "chain", {})
+
+    def _chain(self, source_fp: str, stages: list[Stage], decisions: dict[int, str]) -> list[str]:
         fps, parent = [], source_fp
         for i, stage in enumerate(stages):
-            parent = chain_fingerprint(parent + (extra or {}).get(i, ""), stage)
+            parent = chain_fingerprint(parent + decisions.get(i, ""), stage)
             fps.append(parent)
         return fps
 
-    def _fresh(self, stage: Stage, shard: int, fingerprint: str) -> bool:
-        marker = self.marker(stage.name, shard)
-        return bool(marker) and marker.get("fingerprint") == fingerprint
+    def _starts(self, stages: list[Stage], chain: dict, retry_failed: bool) -> dict[int, int]:
+        """shard -> the first stage to run: the first whose marker is missing or stale, or,
+        with `retry_failed`, the first that failed samples."""
+        starts = {}
+        for shard, fps in chain.items():
+            for i, stage in enumerate(stages):
+                marker = self.marker(stage.name, shard)
+                stale = not marker or marker.get("fingerprint") != fps[i]
+                if stale or (retry_failed and marker.get("failed")):
+                    starts[shard] = i
+                    break
+        return starts
 
-    def _input_name(self, stages: list[Stage], index: int) -> str:
-        return stages[index - 1].name if index > 0 else SOURCE
-
-    def _run_from(self, stages, start, shards, chain) -> None:
-        """Run stages[start:] over whole shards, in waves that bound driver memory."""
-        for wave in self._waves(self._input_name(stages, start), shards):
-            rows = [row for shard, records in wave for row in _rows(records, shard)]
-            for stage in stages[start:]:
-                for shard, _ in wave:
-                    self.store.remove(self.marker_path(stage.name, shard))
-                    self.store.sweep_temp(f"work/{stage.name}/{shard:05d}")
-            outputs = self._execute(stages[start:], rows)
-            for shard, _ in wave:
-                self._persist(stages, start, shard, outputs.get(shard, []), chain[shard])
-
-    def _waves(self, input_stage: str, shards: list[int]):
-        wave, size = [], 0
-        for shard in shards:
-            records = self.read_rows(input_stage, shard)
-            wave.append((shard, records))
-            size += len(records)
-            if size >= self.config.runner.wave_samples:
-                yield wave
-                wave, size = [], 0
-        if wave:
-            yield wave
-
-    def _execute(self, stages: list[Stage], rows: list[dict]) -> dict[int, list[dict]]:
-        if not rows:
-            return {}
-        tasks = {s.name: self.progress.add(s.name, total=len(rows)) for s in stages}
-        outputs = self.runner.run(
-            stages, self.ctx, rows, progress=lambda stage, n, failed: tasks[stage](n, failed)
-        )
-        by_shard = collections.defaultdict(list)
-        for row in outputs:
-            by_shard[row["shard"]].append(row)
-        return by_shard
-
-    def _persist(self, stages, start, shard, rows, fingerprints, retried=0) -> None:
-        for i in range(start, len(stages)):
-            name = stages[i].name
-            records = {r["key"]: r[after_column(name)] for r in rows}
-            if retried:
-                records = {**self.read_rows(name, shard), **records}
-            self.write_rows(
-                name,
-                shard,
-                records,
-                {
-                    "stage": name,
-                    "fingerprint": fingerprints[i],
-                    "config": stages[i].config_hash(),
-                    "retried": retried,
-                    "finished": time.time(),
-                },
+    def _pass(self, plan: Plan) -> None:
+        sizes = {s: (self.marker(SOURCE, s) or {}).get("samples", 0) for s in plan.starts}
+        tasks = {
+            stage.name: self.progress.add(
+                stage.name, total=sum(n for s, n in sizes.items() if plan.starts[s] <= i)
             )
+            for i, stage in enumerate(plan.stages)
+        }
+        items = [{"shard": s, "start": k} for s, k in sorted(plan.starts.items())]
+        failure = self.runner.stream(
+            plan, self.ctx, items, progress=lambda stage, n, failed: tasks[stage](n, failed)
+        )
+        unfinished = [
+            (stage.name, shard)
+            for shard, start in plan.starts.items()
+            for i, stage in enumerate(plan.stages[start:], start)
+            if (self.marker(stage.name, shard) or {}).get("fingerprint")
+            != plan.fingerprints[shard][i]
+        ]
+        if unfinished:
+            raise BuildIncomplete(_incomplete_sentence(unfinished, failure))
 
-    def _retry_failed(self, stages, chain) -> None:
-        """Re-run failed samples only, from the stage where each first failed."""
-        last = stages[-1].name
-        names = [s.name for s in stages]
-        groups = collections.defaultdict(list)
-        for shard in range(self.shard_count):
-            for record in self.read_rows(last, shard).values():
-                sample = Sample.from_json(record)
-                first = min((names.index(st) for st in sample.errors if st in names), default=None)
-                if first is not None:
-                    groups[first].append((shard, sample.key))
-        for start, items in sorted(groups.items()):
-            inputs = collections.defaultdict(dict)
-            for shard, key in items:
-                source = self.read_rows(self._input_name(stages, start), shard)
-                inputs[shard][key] = source[key]
-            rows = [row for shard, records in inputs.items() for row in _rows(records, shard)]
-            outputs = self._execute(stages[start:], rows)
-            for shard in inputs:
-                self._persist(
-                    stages,
-                    start,
-                    shard,
-                    outputs.get(shard, []),
-                    chain[shard],
-                    retried=len(inputs[shard]),
-                )
+    def _decide(self, stage: DatasetStage, input_stage: str) -> str:
+        """The driver's step between two passes: the stage's decision over every shard."""
+        ready = stage.setup_decision(self.ctx)
+        stage.decision_id = ready.decide(input_stage, list(range(self.shard_count)))
+        return stage.decision_id
 
     # -- packing ----------------------------------------------------------------------------
-    def pack(self) -> list[dict]:
-        """Pack every shard whose rows changed since it was last packed. Pack tasks read
-        their rows from the store themselves, so the driver never holds a shard's records."""
+    def pack(self, chain: dict | None = None) -> list[dict]:
+        """Pack every finished shard whose rows changed since it was last packed. Pack tasks
+        read their rows from the store themselves; the driver never holds a shard's records."""
         last = self.stages[-1].name
         view = self.config.pack.caption_view
-        todo = []
+        todo, packable = [], []
         for shard in range(self.shard_count):
-            rows_digest = (self.marker(last, shard) or {}).get("digest", "")
-            fp = hashlib.sha256(f"{rows_digest}|{view}|{self.config.pack.version}".encode())
-            fingerprint = fp.hexdigest()[:16]
+            marker = self.marker(last, shard) or {}
+            fps = chain.get(shard) if chain is not None else None
+            if chain is not None and (not fps or marker.get("fingerprint") != fps[-1]):
+                continue  # unfinished: a rerun finishes and packs it
+            packable.append(shard)
+            key = f"{marker.get('digest', '')}|{view}|{self.config.pack.version}"
+            fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
             stats = read_stats(self.store, shard)
             if not stats or stats.get("fingerprint") != fingerprint:
-                rows = self.rows_path(last, shard)
+                rows = rows_io.rows_path(last, shard)
                 todo.append((self.store.url, shard, rows, view, fingerprint))
         if todo:
             task = self.progress.add("pack", total=len(todo))
             self.runner.map_shards(pack_shard, todo, progress=task)
-        return [read_stats(self.store, s) for s in range(self.shard_count)]
+        return [read_stats(self.store, s) for s in packable]
 
     @property
     def source_fingerprints(self) -> dict[int, str]:
@@ -271,38 +191,19 @@ class Builder:
         return self._source_fps
 
 
-def group_by_shard(samples, num_shards: int, flush_every: int = 100_000):
-    """(shard, {key: record}) for every shard in order, holding at most `flush_every`
-    records in memory: the rest wait in per-shard spill files on local disk."""
-    with tempfile.TemporaryDirectory(prefix="vidal-plan-") as spill:
-        buffers: dict[int, list[str]] = collections.defaultdict(list)
-        held = 0
-        for sample in samples:
-            sample.shard = shard_of(sample.key, num_shards)
-            buffers[sample.shard].append(f"{sample.key}\t{sample.to_json()}\n")
-            held += 1
-            if held >= flush_every:
-                _spill(spill, buffers)
-                held = 0
-        _spill(spill, buffers)
-        for shard in range(num_shards):
-            path = os.path.join(spill, f"{shard}.tsv")
-            if not os.path.exists(path):
-                yield shard, {}
-                continue
-            with open(path, encoding="utf-8") as f:
-                yield shard, dict(line.rstrip("\n").split("\t", 1) for line in f)
-
-
-def _spill(folder: str, buffers: dict[int, list[str]]) -> None:
-    for shard, lines in buffers.items():
-        with open(os.path.join(folder, f"{shard}.tsv"), "a", encoding="utf-8") as f:
-            f.writelines(lines)
-    buffers.clear()
-
-
-def _rows(records: dict[str, str], shard: int) -> list[dict]:
-    return [{"key": k, "shard": shard, "record": v} for k, v in records.items()]
+def _incomplete_sentence(unfinished: list[tuple[str, int]], failure: dict) -> str:
+    causes = failure.get("causes") or {}
+    shards = sorted({shard for _, shard in unfinished})
+    if causes:
+        cause, n = max(causes.items(), key=lambda kv: kv[1])
+        example = (failure.get("examples") or {}).get(cause, cause)
+        why = f"{cause} in {n} samples, e.g. {example[:300]}"
+    else:
+        why = "workers stopped before finishing them"
+    return (
+        f"{len(shards)} shard(s) did not finish ({why}): nothing of theirs was kept as a "
+        "result; fix the cause and rerun the same command to redo them"
+    )
 
 
 class NullProgress:
@@ -310,4 +211,4 @@ class NullProgress:
         return lambda n, failed=0: None
 
 
-__all__ = ["Builder", "shard_name"]
+__all__ = ["Builder", "BuildIncomplete", "shard_name"]

@@ -1,9 +1,6 @@
-"""Applying a stage to a batch of serialised samples: the one adapter every runner uses.
-
-Batches travel as columns {"key", "shard", "record"} where `record` is the Sample's JSON; after
-each stage the adapter also keeps `after_<stage>` (the record as that stage left it) so the
-driver can persist every stage's rows from a single pass through the chain.
-"""
+"""Running a stage on samples (set up once per process, a raising batch retried sample by
+sample), and the local runner. Batches travel as columns {"key", "shard", "start", "record"}
+where `record` is the Sample's JSON (see vidal.run.stream)."""
 
 from __future__ import annotations
 
@@ -13,7 +10,7 @@ import traceback
 import numpy as np
 
 from vidal.sample import Sample
-from vidal.stages.base import Stage, StageContext
+from vidal.stages.base import Stage, StageContext, exception_reason
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +19,14 @@ _READY: dict[tuple, Stage] = {}
 
 
 def ready_stage(stage: Stage, ctx: StageContext) -> Stage:
-    key = (stage.name, stage.config_hash(), ctx.out)
-    if key not in _READY:
-        stage.setup(ctx)
+    # a dataset-level stage is set up anew for each decision it applies
+    key = (stage.name, stage.config_hash(), ctx.out, getattr(stage, "decision_id", None))
+    if key in _READY:
+        return _READY[key]
+    stage.setup(ctx)
+    if getattr(stage, "load_error", None) is None:  # a model that failed to load may come back
         _READY[key] = stage
-    return _READY[key]
-
-
-def after_column(stage_name: str) -> str:
-    return f"after_{stage_name}"
+    return stage
 
 
 def process_guarded(stage: Stage, samples: list[Sample]) -> list[Sample]:
@@ -50,7 +46,7 @@ def process_guarded(stage: Stage, samples: list[Sample]) -> list[Sample]:
             try:
                 out.extend(stage.process_batch([sample]))
             except Exception as exc:
-                sample.fail(stage.name, "exception", f"{type(exc).__name__}: {exc}")
+                sample.fail(stage.name, exception_reason(exc), f"{type(exc).__name__}: {exc}")
                 out.append(sample)
     if sorted(s.key for s in out) != sorted(s.key for s in samples):
         raise RuntimeError(
@@ -60,46 +56,22 @@ def process_guarded(stage: Stage, samples: list[Sample]) -> list[Sample]:
     return out
 
 
-def apply_stage(batch: dict, stage: Stage, ctx: StageContext) -> dict:
-    """Ray Data / local batch function: records in, records (and the stage's snapshot) out."""
-    samples = [Sample.from_json(r) for r in batch["record"]]
-    done = process_guarded(ready_stage(stage, ctx), samples)
-    by_key = {s.key: s for s in done}
-    ordered = [by_key[k] for k in batch["key"]]
-    records = np.array([s.to_json() for s in ordered], dtype=object)
-    failed = np.array([stage.name in s.errors for s in ordered], dtype=bool)
-    return {
-        **batch,
-        "record": records,
-        after_column(stage.name): records,
-        failed_column(stage.name): failed,
-    }
-
-
-def failed_column(stage_name: str) -> str:
-    """Per row: did this stage fail the sample (for live failure counts)."""
-    return f"failed_{stage_name}"
-
-
 class LocalRunner:
-    """Runs stages in this process, batch by batch: for debugging and small tests."""
+    """Runs a pass in this process, shard by shard: for debugging and small tests."""
 
-    def run(self, stages: list[Stage], ctx: StageContext, rows: list[dict], progress=None):
-        batch = {
-            "key": np.array([r["key"] for r in rows], dtype=object),
-            "shard": np.array([r["shard"] for r in rows], dtype=np.int64),
-            "record": np.array([r["record"] for r in rows], dtype=object),
-        }
-        for stage in stages:
-            parts = []
-            for i in range(0, len(rows), max(1, stage.batch_size)):
-                part = {k: v[i : i + stage.batch_size] for k, v in batch.items()}
-                parts.append(apply_stage(part, stage, ctx))
+    def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
+        from vidal.run.stream import ShardTracker, StageStep, read_shard
+
+        tracker = ShardTracker([s.name for s in plan.stages])
+        steps = [StageStep(plan, i, ctx, tracker) for i in range(len(plan.stages))]
+        for item in items:
+            batch = read_shard(item, ctx.out, plan, tracker)
+            for step in steps[item["start"] :]:
+                before = {k: list(v) for k, v in tracker.snapshot().items()}
+                batch = _in_batches(step, batch, max(1, step.stage.batch_size))
                 if progress:
-                    failed = int(parts[-1][failed_column(stage.name)].sum())
-                    progress(stage.name, len(part["key"]), failed)
-            batch = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else batch
-        return batch_rows(batch)
+                    _report_delta(progress, before, tracker.snapshot())
+        return tracker.failure()
 
     def map_shards(self, fn, items: list, progress=None) -> list:
         results = []
@@ -113,9 +85,16 @@ class LocalRunner:
         return None
 
 
-def batch_rows(batch: dict) -> list[dict]:
-    """Columns -> rows of plain Python values."""
-    columns = {k: v.tolist() for k, v in batch.items()}
-    return [
-        dict(zip(columns, values, strict=False)) for values in zip(*columns.values(), strict=False)
-    ]
+def _in_batches(step, batch: dict, size: int) -> dict:
+    n = len(batch["key"])
+    if n == 0:
+        return batch
+    parts = [step({k: v[i : i + size] for k, v in batch.items()}) for i in range(0, n, size)]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _report_delta(progress, before: dict, after: dict) -> None:
+    for stage, (done, failed) in after.items():
+        old = before.get(stage, [0, 0])
+        if done > old[0] or failed > old[1]:
+            progress(stage, done - old[0], failed - old[1])

@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 
 from vidal.config import Config, ConfigError
-from vidal.run.build import Builder
+from vidal.run.build import Builder, BuildIncomplete
 from vidal.run.progress import QuietProgress, RichProgress
 from vidal.run.ray_runner import make_runner
 from vidal.run.summary import StageAudit, dataset_json, render_summary, totals, verdict
-from vidal.sample import Sample
 
 
 @dataclass
@@ -26,10 +25,11 @@ class Outcome:
 
 
 def _audit(builder: Builder, stage_names: list[str]) -> StageAudit:
+    """Per-stage counts summed over the (stage, shard) markers: O(shards) reads, no rows."""
     audit = StageAudit()
-    for shard in range(builder.shard_count):
-        for record in builder.read_rows(stage_names[-1], shard).values():
-            audit.add(Sample.from_json(record), stage_names)
+    for name in stage_names:
+        for shard in range(builder.shard_count):
+            audit.add_marker(name, (builder.marker(name, shard) or {}).get("audit") or {})
     return audit
 
 
@@ -56,15 +56,21 @@ def build(
     """Every missing stage, then the shards, dataset.json and the summary."""
     started = time.time()
 
+    incomplete: list[str] = []
+
     def work(builder: Builder) -> list[dict]:
-        builder.run_stages(retry_failed=retry_failed)
-        return builder.pack()
+        try:
+            chain = builder.run_stages(retry_failed=retry_failed)
+        except BuildIncomplete as exc:  # pack what finished; the rest is redone by a rerun
+            incomplete.append(str(exc))
+            chain = builder.fingerprints()
+        return builder.pack(chain)
 
     builder, stats = _with_builder(config, source, out, quiet, runner, work)
     total = totals(stats)
     seconds = time.time() - started
     names = [s.name for s in builder.stages]
-    failure = verdict(total, _audit(builder, names))
+    failure = incomplete[0] if incomplete else verdict(total, _audit(builder, names))
     files = [f"shards/vidal-{s['shard']:05d}.tar" for s in stats]
     builder.store.write_json(
         "dataset.json",
@@ -94,9 +100,15 @@ def run_stage(
         raise ConfigError(f"stage {stage!r} is not in this pipeline ({', '.join(config.stages)})")
     started = time.time()
     upto = config.stages.index(stage)
-    builder, _ = _with_builder(
-        config, source, out, quiet, runner, lambda b: b.run_stages(upto, retry_failed)
-    )
+    incomplete: list[str] = []
+
+    def work(builder: Builder) -> None:
+        try:
+            builder.run_stages(upto, retry_failed)
+        except BuildIncomplete as exc:
+            incomplete.append(str(exc))
+
+    builder, _ = _with_builder(config, source, out, quiet, runner, work)
     names = config.stages[: config.stages.index(stage) + 1]
     audit = _audit(builder, names)
     total = {
@@ -105,7 +117,7 @@ def run_stage(
         "failed": audit.failed[stage],
         "errors": dict(audit.reasons.get(stage, {})),
     }
-    failure = audit.uniform_failure()
+    failure = incomplete[0] if incomplete else audit.uniform_failure()
     if not quiet:
         from rich.console import Console
 
@@ -114,3 +126,55 @@ def run_stage(
             f"{total['failed']} failed {total['errors'] or ''}\noutput: {builder.store.url}"
         )
     return Outcome(builder.store.url, total, time.time() - started, failure)
+
+
+def with_decision(config: Config, stage: str, **params) -> Config:
+    """The config with dataset-level stage `stage` (refilter, dedup) set to `params`, placed
+    right after the stage it reads when the pipeline does not have it."""
+    section = config.stage(stage)
+    for name, value in params.items():
+        setattr(section, name, value)
+    problem = section.check()
+    if problem:
+        raise ConfigError(problem)
+    if stage not in config.stages:
+        if section.reads not in config.stages:
+            raise ConfigError(
+                f"the pipeline has no {section.reads} stage ({', '.join(config.stages)})"
+            )
+        config.stages.insert(config.stages.index(section.reads) + 1, stage)
+    return config
+
+
+def redecide(config: Config, out: str, stage: str, quiet: bool = False, **params) -> Outcome:
+    """`vidal refilter` / `vidal dedup`: change the stage's parameters and rerun the build over
+    the dataset at `out`. Stored outputs are reused for every sample whose input did not change,
+    so only the clips whose decision changed are computed (or dropped) in later stages."""
+    from vidal.run import rows as rows_io
+
+    config = with_decision(config, stage, **params)
+    store_plan = Builder(config, None, out, runner=None).store.read_json("work/plan.json")
+    if store_plan is None:
+        raise ConfigError(f"{out} holds no vidal build (no work/plan.json)")
+    outcome = build(config, None, out, quiet=quiet)
+    if not quiet:
+        section = config.stage(stage)
+        print(f"{stage}: {_decision_line(section, rows_io)}")
+        if params:
+            print(f"to keep this decision in later builds, pass {_overrides(stage, params)}")
+    return outcome
+
+
+def _overrides(stage: str, params: dict) -> str:
+    return " ".join(f"{stage}.{k}={'null' if v is None else v}" for k, v in params.items())
+
+
+def _decision_line(section, rows_io) -> str:
+    outcome = getattr(section, "outcome", None)
+    if outcome is not None:  # dedup
+        how = "reused" if outcome.reused else f"computed ({outcome.index} index)"
+        return (
+            f"{outcome.candidates} clips, {outcome.groups} groups of near-duplicates, "
+            f"{outcome.duplicates} duplicates dropped; decisions {how}"
+        )
+    return f"rule {section.rule() or 'none (the VL filter decides)'}"

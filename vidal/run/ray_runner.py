@@ -1,8 +1,11 @@
-"""The Ray runner: stages become Ray Data operators named after them.
+"""The Ray runner: a pass (vidal.run.stream) becomes one Ray Data execution whose operators
+are named after the stages.
 
-CPU stages run as tasks; model stages (`uses_model`) run as actor pools so their models load
-once per actor, with `num_gpus` when the cluster has GPUs. `ray.init()` starts Ray on this
-machine unless `runner.ray_address` points at a cluster.
+Read tasks load their shard's rows from the stage store; CPU stages run as tasks; model stages
+(`uses_model`) run as actor pools that live for the whole pass, so a model loads once per
+actor, with `num_gpus` when the cluster has GPUs. Workers write their (stage, shard) rows and
+markers; only a row count per block reaches the driver. `ray.init()` starts Ray on this machine
+unless `runner.ray_address` points at a cluster.
 """
 
 from __future__ import annotations
@@ -11,52 +14,48 @@ import logging
 import os
 import threading
 
+import numpy as np
+
 from vidal.config import RunnerConfig
-from vidal.run.execute import apply_stage, batch_rows, failed_column, ready_stage
-from vidal.stages.base import Stage, StageContext
+from vidal.run.stream import ShardTracker, StageStep, read_shard
+from vidal.stages.base import StageContext
 
 log = logging.getLogger(__name__)
 
 
-class ProgressCounter:
-    """A Ray actor the workers report to, so the driver can show per-stage progress and
-    failures of the whole cluster while the dataset streams."""
+def _named_step(step):
+    """A task function named after its stage (Ray Data names the operator after it)."""
 
-    def __init__(self):
-        self.counts: dict[str, list[int]] = {}
+    def fn(batch: dict, step=step) -> dict:
+        return step(batch)
 
-    def add(self, stage: str, done: int, failed: int) -> None:
-        total = self.counts.setdefault(stage, [0, 0])
-        total[0] += done
-        total[1] += failed
-
-    def snapshot(self) -> dict[str, list[int]]:
-        return self.counts
-
-
-def _report(counter, stage: Stage, out: dict) -> dict:
-    if counter is not None:
-        counter.add.remote(stage.name, len(out["key"]), int(out[failed_column(stage.name)].sum()))
-    return out
+    fn.__name__ = fn.__qualname__ = step.stage.name
+    return fn
 
 
 class StageActor:
-    """Holds one set-up stage (its models) for the life of the actor."""
+    """Holds one stage for the life of the actor: its model loads on the first batch that
+    needs it and stays loaded for the whole pass, across every shard."""
 
-    def __init__(self, stage: Stage, ctx: StageContext, counter=None):
-        self.stage, self.ctx, self.counter = stage, ctx, counter
-        ready_stage(stage, ctx)
+    def __init__(self, step):
+        self.step = step
 
     def __call__(self, batch: dict) -> dict:
-        return _report(self.counter, self.stage, apply_stage(batch, self.stage, self.ctx))
+        return self.step(batch)
 
 
-def _named(stage: Stage):
-    def fn(batch: dict, stage=stage, ctx=None, counter=None) -> dict:
-        return _report(counter, stage, apply_stage(batch, stage, ctx))
+def _read_fn(out: str, plan, tracker):
+    def read(batch: dict) -> dict:
+        item = {"shard": int(batch["shard"][0]), "start": int(batch["start"][0])}
+        return read_shard(item, out, plan, tracker)
 
-    fn.__name__ = fn.__qualname__ = stage.name
-    return fn
+    read.__name__ = read.__qualname__ = "read_shards"
+    return read
+
+
+def _count(batch: dict) -> dict:
+    """The end of a pass: only how many rows passed reaches the driver, never the records."""
+    return {"rows": np.array([len(batch["key"])], dtype=np.int64)}
 
 
 class RayRunner:
@@ -82,28 +81,33 @@ class RayRunner:
         data_ctx.print_on_execution_start = False
         self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
 
-    def run(self, stages: list[Stage], ctx: StageContext, rows: list[dict], progress=None):
-        ds = self.ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 64)))
-        counter = self.ray.remote(num_cpus=0)(ProgressCounter).remote() if progress else None
-        for stage in stages:
-            ds = self._map(ds, stage, ctx, counter)
-        out = []
-        with _Poller(self.ray, counter, progress) as poller:
-            for batch in ds.iter_batches(batch_size=64, batch_format="numpy"):
-                out.extend(batch_rows(batch))
-            # the workers' reports may still be in flight: settle on what the rows say
-            poller.settle(
-                {s.name: (len(out), sum(r[failed_column(s.name)] for r in out)) for s in stages}
-            )
-        return out
+    def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
+        """One Ray Data execution for the whole pass: every shard's rows stream through every
+        stage; model stages are actor pools that live (and keep their model) for the pass."""
+        ray = self.ray
+        names = [s.name for s in plan.stages]
+        tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        ds = ds.map_batches(_read_fn(ctx.out, plan, tracker), batch_size=1, batch_format="numpy")
+        first = min(item["start"] for item in items)
+        for index in range(first, len(plan.stages)):
+            ds = self._map(ds, StageStep(plan, index, ctx, tracker))
+        ds = ds.map_batches(_count, batch_size=None, batch_format="numpy")
+        with _Poller(ray, tracker, progress):
+            for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                pass
+        self.last_dataset = ds  # for its execution stats (ds.stats())
+        return ray.get(tracker.failure.remote())
 
-    def _map(self, ds, stage: Stage, ctx: StageContext, counter=None):
+    def _map(self, ds, step):
+        stage = step.stage
         common = dict(batch_size=stage.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
         if stage.resources:  # custom resources: the stage runs only on nodes that offer them
             common["resources"] = dict(stage.resources)
         if not stage.uses_model:
-            fn_kwargs = {"ctx": ctx, "counter": counter}
-            return ds.map_batches(_named(stage), fn_kwargs=fn_kwargs, **common)
+            if stage.concurrency:
+                common["compute"] = self.ray.data.TaskPoolStrategy(size=stage.concurrency)
+            return ds.map_batches(_named_step(step), **common)
         gpus = stage.num_gpus if self.has_gpus else 0
         if stage.num_gpus and not self.has_gpus:
             log.warning(
@@ -112,8 +116,8 @@ class RayRunner:
         pool = type(stage.name, (StageActor,), {})  # the operator shows the stage's name
         return ds.map_batches(
             pool,
-            fn_constructor_kwargs={"stage": stage, "ctx": ctx, "counter": counter},
-            concurrency=stage.concurrency or 1,
+            fn_constructor_kwargs={"step": step},
+            compute=self.ray.data.ActorPoolStrategy(size=stage.concurrency or 1),
             num_gpus=gpus,
             **common,
         )
@@ -135,10 +139,12 @@ class RayRunner:
 
 
 class _Poller:
-    """While the dataset streams, turns the counter's totals into progress updates."""
+    """While the dataset streams, turns the tracker's totals into progress updates."""
 
     def __init__(self, ray, counter, progress, every: float = 0.5):
-        self.ray, self.counter, self.progress, self.every = ray, counter, progress, every
+        self.ray, self.every = ray, every
+        self.counter = counter if progress else None
+        self.progress = progress
         self.seen: dict[str, list[int]] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -152,17 +158,7 @@ class _Poller:
         if self.counter is not None:
             self.stop.set()
             self.thread.join()
-
-    def settle(self, exact: dict[str, tuple[int, int]]) -> None:
-        """Bring every stage's display to the exact final counts."""
-        if self.counter is None:
-            return
-        self.stop.set()
-        self.thread.join()
-        for stage, (done, failed) in exact.items():
-            before = self.seen.get(stage, [0, 0])
-            self.progress(stage, max(0, done - before[0]), max(0, failed - before[1]))
-            self.seen[stage] = [done, failed]
+            self._poll()  # the tracker's counts are exact once the pass is over
 
     def _loop(self) -> None:
         while not self.stop.wait(self.every):

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 
 from vidal import __version__
-from vidal.sample import Sample, error_reason
 
 
 @dataclass
@@ -21,15 +20,12 @@ class StageAudit:
     failed: collections.Counter = field(default_factory=collections.Counter)
     reasons: dict = field(default_factory=lambda: collections.defaultdict(collections.Counter))
 
-    def add(self, sample: Sample, stage_names: list[str]) -> None:
-        for name in stage_names:
-            self.reached[name] += 1
-            if name in sample.errors:
-                self.failed[name] += 1
-                self.reasons[name][error_reason(f"{name}: {sample.errors[name]}")] += 1
-                return
-            if sample.dropped_by == name:
-                return
+    def add_marker(self, name: str, audit: dict) -> None:
+        """One (stage, shard)'s counts, as its marker records them (vidal.run.rows.audit)."""
+        self.reached[name] += audit.get("reached", 0)
+        for reason, n in (audit.get("failed") or {}).items():
+            self.failed[name] += n
+            self.reasons[name][reason] += n
 
     def uniform_failure(self, minimum: int = 2) -> str | None:
         """'stage X failed all N samples with: reason' when one stage failed everything alike."""

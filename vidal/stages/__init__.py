@@ -10,6 +10,7 @@ from vidal.stages.enhance import EnhanceStage
 from vidal.stages.infrared import InfraredStage
 from vidal.stages.keyframes import KeyframesStage
 from vidal.stages.probe import ProbeStage
+from vidal.stages.refilter import RefilterStage
 from vidal.stages.vl_filter import VLFilterStage
 
 STAGES: dict[str, type[Stage]] = {
@@ -20,6 +21,7 @@ STAGES: dict[str, type[Stage]] = {
         AudioStage,
         ClipStage,
         VLFilterStage,
+        RefilterStage,
         DedupStage,
         DepthStage,
         InfraredStage,

@@ -8,7 +8,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import socket
+import sys
 import traceback
+import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -33,6 +37,11 @@ class Stage:
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"  # bump when a code change alters a stage's outputs
     uses_model: ClassVar[bool] = False  # model stages run as actor pools (setup once per actor)
+    # failure reasons that are the environment's fault, not the sample's: they are never
+    # stored as results; their (stage, shard) stays unfinished and a plain rerun redoes it
+    environmental_reasons: ClassVar[frozenset[str]] = frozenset(
+        {"ffmpeg_missing", "model_unavailable", "model_load_failed", "out_of_memory"}
+    )
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -58,6 +67,10 @@ class Stage:
     def process(self, sample: Sample) -> None:
         raise NotImplementedError
 
+    def environmental(self, message: str) -> bool:
+        """Is this error message (`reason: detail`) the environment's fault?"""
+        return message.split(":", 1)[0] in self.environmental_reasons
+
     def run_guarded(self, sample: Sample) -> None:
         try:
             self.process(sample)
@@ -65,7 +78,7 @@ class Stage:
             sample.fail(self.name, exc.reason, exc.detail)
         except Exception as exc:  # one bad sample must never stop the shard
             log.debug("stage %s failed on %s\n%s", self.name, sample.key, traceback.format_exc())
-            sample.fail(self.name, "exception", f"{type(exc).__name__}: {exc}")
+            sample.fail(self.name, exception_reason(exc), f"{type(exc).__name__}: {exc}")
         else:
             sample.lineage[self.name] = self.lineage()
 
@@ -84,6 +97,30 @@ class Stage:
 
     def lineage(self) -> dict:
         return {"version": self.version, "config": self.config_hash()}
+
+
+def exception_reason(exc: BaseException) -> str:
+    """`out_of_memory` for host or accelerator OOM (torch's is a RuntimeError), else
+    `exception`."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "out_of_memory"
+    return "exception"
+
+
+def record_model_load(store, stage: str, info: dict) -> None:
+    """One small file per model load (work/<stage>/loads/): which worker loaded which model,
+    where and how fast; a model loads once per actor for a whole build."""
+    worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    store.write_json(f"work/{stage}/loads/{worker}.json", {**info, "node": _ray_node_id()})
+
+
+def _ray_node_id() -> str | None:
+    """The Ray node this worker runs on (None outside Ray); Ray is never imported here."""
+    ray = sys.modules.get("ray")
+    try:
+        return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
+    except Exception:  # an old or partial Ray: the record is still useful without it
+        return None
 
 
 def payload_path(stage: str, sample: Sample, suffix: str) -> str:

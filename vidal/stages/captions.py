@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import string
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -37,7 +38,7 @@ import numpy as np
 from vidal.models.generate import Decoding, check_model
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError
 from vidal.sample import Sample
-from vidal.stages.base import Stage, StageContext
+from vidal.stages.base import Stage, StageContext, record_model_load
 from vidal.stages.keyframes import load_keyframes
 from vidal.text import raw_caption
 from vidal.text_guard import Guard, check, clean_output
@@ -174,6 +175,13 @@ class GenerativeStage(Stage):
     one that cannot load fails every sample alike (the build ends with that sentence)."""
 
     uses_model: ClassVar[bool] = True
+    # a server that times out, drops the connection or answers 5xx after every retry is down,
+    # not the sample's fault: those samples are redone by the next run
+    environmental_reasons: ClassVar[frozenset[str]] = Stage.environmental_reasons | {
+        "timeout",
+        "connection",
+        "http_5xx",
+    }
 
     def runners(self) -> dict[str, ModelRunner]:
         raise NotImplementedError
@@ -182,6 +190,7 @@ class GenerativeStage(Stage):
         super().setup(ctx)
         self.load_error = None
         self.ready: dict[str, ModelRunner] = {}
+        started = time.time()
         try:
             self.ready = self.runners()
         except ModelNotFoundError as exc:
@@ -190,6 +199,11 @@ class GenerativeStage(Stage):
             self.load_error = ("model_load_failed", f"{type(exc).__name__}: {exc}")
         if self.load_error:
             log.error("stage %s: %s", self.name, self.load_error[1])
+            return
+        seconds = round(time.time() - started, 3)
+        for view, runner in self.ready.items():
+            info = {"view": view, "precision": self.precision, "seconds": seconds}
+            record_model_load(self.store, self.name, {**runner.record(), **info})
 
     def guarded(self, sample: Sample, view: str, text, prompt: str, fallback: str) -> str:
         """The cleaned output when it passes the guardrails, else `fallback` (recorded)."""

@@ -4,11 +4,12 @@ Clips whose unit video embeddings have cosine >= `threshold` are one group (the 
 closure of the k-NN edges above the threshold); the member with the best `vl_filter.score`
 (ties: the smallest key) is kept, the others are dropped with `duplicate_of:<kept key>`.
 
-The decision needs the whole dataset's embeddings, so it is not made batch by batch: it is
-computed once, dataset-wide, by `vidal.dedup` (see there for the index, memory and scaling),
-and written to `work/dedup/groups.parquet`. This class holds the parameters (the `dedup:`
-section of a pipeline) and the one per-sample rule, `apply`, used wherever a decision lands
-on a sample. Only members of a group of two or more get `fields["dedup"]`; a clip with no
+The decision needs the whole dataset's embeddings, so it is not made batch by batch: it is a
+dataset-level stage (vidal.stages.decision). The driver computes the groups once per build,
+between two streaming passes, with `vidal.dedup` (see there for the index, memory and
+scaling), into `work/dedup/groups.parquet`; workers apply them per sample. A changed threshold
+is a changed parameter: rerun, and only the samples whose decision changed are recomputed in
+later stages. Only members of a group of two or more get `fields["dedup"]`; a clip with no
 duplicate is left as it is.
 """
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from vidal.sample import Sample
-from vidal.stages.base import Stage
+from vidal.stages.decision import DatasetStage
 
 DECISIONS = "work/dedup/groups.parquet"
 DECISIONS_MARKER = "work/dedup/groups.json"
@@ -32,8 +33,9 @@ class Decision:
 
 
 @dataclass
-class DedupStage(Stage):
+class DedupStage(DatasetStage):
     name: ClassVar[str] = "dedup"
+    reads: ClassVar[str] = "vl_filter"
 
     threshold: float = 0.95  # cosine of the unit video embeddings at or above which clips match
     neighbours: int = 16  # k of the k-NN query: edges per clip considered (a group can be larger)
@@ -76,21 +78,40 @@ class DedupStage(Stage):
         super().setup(ctx)
         self._cache: dict[int, dict[str, Decision]] = {}  # shard -> its decisions
 
-    def prepare(self, builder, shards: list[int]) -> str:
-        """Dataset-level step, run by the driver once every shard's vl_filter rows are done
-        (before any worker runs this stage); returns the decisions' fingerprint."""
-        from vidal.dedup import prepare
+    def decide(self, input_stage: str, shards: list[int]):
+        """The driver's step (every shard's rows before this stage finished): make or reuse
+        the groups; returns their fingerprint."""
+        from vidal.dedup import candidates, decide
 
-        return prepare(builder, self, shards)
+        found = candidates(self.samples(input_stage, shards), self.name)
+        outcome = decide(self.store, self, found, (DECISIONS, DECISIONS_MARKER))
+        self.outcome = outcome
+        return outcome.fingerprint
 
     def process(self, sample: Sample) -> None:
-        # Needs the decisions made, dataset-wide, before the stage runs (`vidal.dedup.prepare`,
-        # by the driver); each worker reads them per shard on first use.
         self.apply(sample, self._decisions(sample.shard).get(sample.key))
+
+    def run_guarded(self, sample: Sample) -> None:
+        super().run_guarded(sample)
+        if self.name not in sample.fields:  # lineage only where a decision landed
+            sample.lineage.pop(self.name, None)
 
     def _decisions(self, shard: int) -> dict[str, Decision]:
         if shard not in self._cache:
-            from vidal.dedup import read_decisions
-
-            self._cache[shard] = read_decisions(self.store, self, shards={shard})
+            self._cache[shard] = read_decisions(self.store, shards={shard})
         return self._cache[shard]
+
+
+def read_decisions(store, shards: set[int] | None = None) -> dict[str, Decision]:
+    """{key: Decision} from the decisions file, for some shards or all."""
+    if not store.exists(DECISIONS):
+        raise FileNotFoundError(f"{store.url} has no {DECISIONS}: the dedup stage decides first")
+    table = store.read_table(DECISIONS)
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    return {
+        key: Decision(group, kept, n)
+        for key, shard, group, kept, n in zip(
+            cols["key"], cols["shard"], cols["group"], cols["kept"], cols["neighbours"], strict=True
+        )
+        if shards is None or shard in shards
+    }

@@ -7,11 +7,7 @@ ends with one sentence naming it instead of a crashed worker.
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import sys
 import time
-import uuid
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,7 +15,7 @@ import numpy as np
 
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError, check_reference
 from vidal.sample import Sample
-from vidal.stages.base import Stage, StageContext
+from vidal.stages.base import Stage, StageContext, record_model_load
 from vidal.stages.keyframes import load_keyframes
 
 log = logging.getLogger(__name__)
@@ -66,17 +62,15 @@ class KeyframeModelStage(Stage):
             self._record_load(time.time() - started)
 
     def _record_load(self, seconds: float) -> None:
-        """One small file per model load: which worker ran which model, where, how fast."""
-        worker = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self.store.write_json(
-            f"work/{self.name}/loads/{worker}.json",
+        record_model_load(
+            self.store,
+            self.name,
             {
                 "model": self.net.ref,
                 "revision": self.net.revision,
                 "device": self.net.device,
                 "precision": self.precision,
                 "seconds": round(seconds, 3),
-                "node": _ray_node_id(),
             },
         )
 
@@ -112,12 +106,3 @@ class KeyframeModelStage(Stage):
         if net is not None:
             info["revision"] = net.revision
         return info
-
-
-def _ray_node_id() -> str | None:
-    """The Ray node this worker runs on (None outside Ray); Ray is never imported here."""
-    ray = sys.modules.get("ray")
-    try:
-        return ray.get_runtime_context().get_node_id() if ray and ray.is_initialized() else None
-    except Exception:  # an old or partial Ray: the record is still useful without it
-        return None

@@ -1,0 +1,245 @@
+"""The one writer of stage rows and markers. Nothing else writes under `work/<stage>/` except a
+stage's own payloads (`work/<stage>/<shard>/...`) and model-load records.
+
+Per (stage, shard):
+  work/<stage>/<shard>.parts/part-*.parquet   what workers wrote while the shard was in flight
+  work/<stage>/<shard>.parquet                 a row per sample: key, record (the Sample's JSON
+                                               as the stage left it), input (digest of the
+                                               record it got), failed (the stage failed it)
+  work/<stage>/<shard>.done.json               the marker, written last: it vouches for the rows
+
+A rows file stays in place while its (stage, shard) reruns: a rerun reuses the stored output of
+every sample whose input and stage config are unchanged (see `Reuse`), so changing a
+dataset-level decision (dedup, refilter) or retrying failures computes only the samples whose
+input changed. Part files have unique names and are compacted by key, so a task that Ray
+retries after a worker died never counts a sample twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import time
+import uuid
+
+import pyarrow as pa
+
+from vidal.run.store import Store
+from vidal.sample import Sample, error_reason
+
+SOURCE = "source"
+CONFIG_META = b"vidal.config"
+ROWS_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("record", pa.string()),
+        ("input", pa.string()),
+        ("failed", pa.bool_()),
+    ]
+)
+
+
+def rows_path(stage: str, shard: int) -> str:
+    return f"work/{stage}/{shard:05d}.parquet"
+
+
+def marker_path(stage: str, shard: int) -> str:
+    return f"work/{stage}/{shard:05d}.done.json"
+
+
+def parts_dir(stage: str, shard: int) -> str:
+    return f"work/{stage}/{shard:05d}.parts"
+
+
+def decision_path(stage: str, name: str) -> str:
+    """Where a dataset-level stage keeps its decision files (work/<stage>/<name>)."""
+    return f"work/{stage}/{name}"
+
+
+def digest(records: dict[str, str]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(records):
+        h.update(key.encode() + b"\t" + records[key].encode() + b"\n")
+    return h.hexdigest()[:16]
+
+
+def sample_digest(sample: Sample) -> str:
+    """What a stage's output depends on: the sample without its lineage (which records how
+    earlier stages ran, not what they produced), so inserting or re-deciding an earlier
+    dataset-level stage does not make every later stage recompute."""
+    lineage, sample.lineage = sample.lineage, {}
+    try:
+        text = sample.to_json()
+    finally:
+        sample.lineage = lineage
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def reused(stored: str, given: Sample, stage: str) -> Sample:
+    """A stored output taken for `given`: its lineage is the input's plus the stage's own."""
+    sample = Sample.from_json(stored)
+    own = sample.lineage.get(stage)
+    sample.lineage = {**given.lineage, **({stage: own} if own is not None else {})}
+    return sample
+
+
+# -- reading ------------------------------------------------------------------------------------
+def read_marker(store: Store, stage: str, shard: int) -> dict | None:
+    return store.read_json(marker_path(stage, shard))
+
+
+def read_table(store: Store, stage: str, shard: int) -> pa.Table | None:
+    try:
+        return store.read_table(rows_path(stage, shard))
+    except FileNotFoundError:
+        return None
+
+
+def read_rows(store: Store, stage: str, shard: int) -> dict[str, str]:
+    """{key: record} of a finished (stage, shard); {} when it has no rows."""
+    table = read_table(store, stage, shard)
+    if table is None:
+        return {}
+    return dict(
+        zip(table.column("key").to_pylist(), table.column("record").to_pylist(), strict=True)
+    )
+
+
+def iter_samples(store: Store, stage: str, shards):
+    """Every sample of `stage`'s rows in `shards`, one shard's table in memory at a time."""
+    for shard in shards:
+        for record in read_rows(store, stage, shard).values():
+            yield Sample.from_json(record)
+
+
+# -- writing ------------------------------------------------------------------------------------
+def _table(keys, records, inputs, failed, config: str | None) -> pa.Table:
+    table = pa.table(
+        {"key": keys, "record": records, "input": inputs, "failed": failed}, schema=ROWS_SCHEMA
+    )
+    return table.replace_schema_metadata({CONFIG_META: (config or "").encode()})
+
+
+def write_part(store: Store, stage: str, shard: int, samples: list[Sample], inputs: list[str]):
+    """One batch's output for one shard, under a unique name (a retried task adds a twin)."""
+    table = _table(
+        [s.key for s in samples],
+        [s.to_json() for s in samples],
+        inputs,
+        [stage in s.errors for s in samples],
+        None,
+    )
+    store.write_table(f"{parts_dir(stage, shard)}/part-{uuid.uuid4().hex}.parquet", table)
+
+
+def invalidate(store: Store, stage: str, shard: int) -> None:
+    """Before a (stage, shard) reruns: its marker and any parts a killed run left go; the rows
+    stay, for reuse, until the rerun finishes and replaces them."""
+    store.remove(marker_path(stage, shard))
+    store.remove(parts_dir(stage, shard), recursive=True)
+    store.sweep_temp(f"work/{stage}", prefix=f".{shard:05d}.")
+    store.sweep_temp(f"work/{stage}/{shard:05d}")
+
+
+def finish(store: Store, stage: str, shard: int, expected: int, marker: dict) -> dict | None:
+    """Compact the parts of a (stage, shard) whose every sample has passed into its rows file,
+    then write the marker. None (and nothing written) if the parts hold fewer samples than
+    `expected`: the (stage, shard) stays unfinished and a rerun redoes it."""
+    tables = [store.read_table(p) for p in store.glob(f"{parts_dir(stage, shard)}/*.parquet")]
+    merged = pa.concat_tables([t.replace_schema_metadata(None) for t in tables] or [_empty()])
+    latest: dict[str, int] = {k: i for i, k in enumerate(merged.column("key").to_pylist())}
+    if len(latest) != expected:
+        return None
+    order = sorted(latest)
+    table = merged.take([latest[k] for k in order])
+    return write_rows_table(store, stage, shard, table, marker)
+
+
+def write_rows(store: Store, stage: str, shard: int, records: dict[str, str], marker: dict):
+    """Rows given whole (the source listing, an empty shard)."""
+    keys = sorted(records)
+    recs = [records[k] for k in keys]
+    table = _table(keys, recs, [""] * len(keys), [False] * len(keys), None)
+    return write_rows_table(store, stage, shard, table, marker)
+
+
+def write_rows_table(store: Store, stage: str, shard: int, table: pa.Table, marker: dict) -> dict:
+    config = str(marker.get("config", ""))
+    table = table.replace_schema_metadata({CONFIG_META: config.encode()})
+    store.write_table(rows_path(stage, shard), table)
+    records = dict(
+        zip(table.column("key").to_pylist(), table.column("record").to_pylist(), strict=True)
+    )
+    full = {
+        **marker,
+        "stage": stage,
+        "samples": len(records),
+        "digest": digest(records),
+        "failed": int(sum(table.column("failed").to_pylist())),
+        "audit": audit(stage, records.values()),
+        "finished": time.time(),
+    }
+    store.write_json(marker_path(stage, shard), full)
+    store.remove(parts_dir(stage, shard), recursive=True)
+    return full
+
+
+def _empty() -> pa.Table:
+    return _table([], [], [], [], None)
+
+
+def audit(stage: str, records) -> dict:
+    """What this (stage, shard) did, for the driver to sum without reading rows: samples that
+    reached the stage ok, failed there (by reason), and dropped there (by reason)."""
+    reached, failed, dropped = 0, collections.Counter(), collections.Counter()
+    for record in records:
+        sample = Sample.from_json(record)
+        message = sample.errors.get(stage)
+        here = message is not None or sample.dropped_by == stage
+        if sample.ok or here:
+            reached += 1
+        if message is not None:
+            failed[error_reason(f"{stage}: {message}")] += 1
+        elif sample.dropped_by == stage:
+            dropped[str(sample.dropped).split(":")[0]] += 1
+    return {"reached": reached, "failed": dict(failed), "dropped": dict(dropped)}
+
+
+# -- reuse --------------------------------------------------------------------------------------
+class Reuse:
+    """The stored output of a (stage, shard), looked up by key: a sample whose input record
+    and stage config are what they were when its row was written gets that row back instead
+    of being recomputed. With `retry_failed`, rows the stage failed are never reused."""
+
+    def __init__(self, store: Store, stage: str, config: str, retry_failed: bool = False):
+        self.store, self.stage, self.config = store, stage, config
+        self.retry_failed = retry_failed
+        self._tables: collections.OrderedDict[int, dict] = collections.OrderedDict()
+
+    def get(self, shard: int, key: str, input_digest: str) -> str | None:
+        row = self._shard(shard).get(key)
+        if row is None or row[0] != input_digest:
+            return None
+        return row[1]
+
+    def _shard(self, shard: int) -> dict:
+        if shard in self._tables:
+            self._tables.move_to_end(shard)
+            return self._tables[shard]
+        rows = self._load(shard)
+        self._tables[shard] = rows
+        while len(self._tables) > 4:  # a worker sees few shards at once: bound the memory
+            self._tables.popitem(last=False)
+        return rows
+
+    def _load(self, shard: int) -> dict:
+        table = read_table(self.store, self.stage, shard)
+        meta = (table.schema.metadata or {}) if table is not None else {}
+        if table is None or meta.get(CONFIG_META, b"").decode() != self.config:
+            return {}
+        cols = [table.column(c).to_pylist() for c in ("key", "input", "record", "failed")]
+        return {
+            key: (inp, rec)
+            for key, inp, rec, failed in zip(*cols, strict=True)
+            if inp and not (failed and self.retry_failed)
+        }
