@@ -33,8 +33,10 @@ ROWS_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
         ("record", pa.string()),
-        ("input", pa.string()),
-        ("failed", pa.bool_()),
+        ("input", pa.string()),  # digest of the record the stage got (see sample_digest)
+        ("failed", pa.bool_()),  # the stage failed the sample
+        ("reached", pa.bool_()),  # the sample reached the stage ok (or failed / dropped here)
+        ("reason", pa.string()),  # "stage: reason" of a failure here, or the drop reason here
     ]
 )
 
@@ -113,23 +115,32 @@ def iter_samples(store: Store, stage: str, shards):
 
 
 # -- writing ------------------------------------------------------------------------------------
-def _table(keys, records, inputs, failed, config: str | None) -> pa.Table:
-    table = pa.table(
-        {"key": keys, "record": records, "input": inputs, "failed": failed}, schema=ROWS_SCHEMA
-    )
+def facts(sample: Sample, stage: str) -> tuple[bool, bool, str | None]:
+    """(failed here, reached, reason here) of a sample as `stage` left it, for the accounting
+    the marker carries (the driver sums markers; it never reads rows)."""
+    message = sample.errors.get(stage)
+    if message is not None:
+        return True, True, error_reason(f"{stage}: {message}")
+    if sample.dropped_by == stage:
+        return False, True, "dropped " + str(sample.dropped).split(":")[0]
+    return False, sample.ok, None
+
+
+def _table(keys, records, inputs, facts_, config: str | None) -> pa.Table:
+    failed, reached, reason = (list(c) for c in zip(*facts_, strict=True)) if facts_ else ([],) * 3
+    columns = [keys, records, inputs, failed, reached, reason]
+    table = pa.table(dict(zip(ROWS_SCHEMA.names, columns, strict=True)), schema=ROWS_SCHEMA)
     return table.replace_schema_metadata({CONFIG_META: (config or "").encode()})
 
 
-def write_part(store: Store, stage: str, shard: int, samples: list[Sample], inputs: list[str]):
-    """One batch's output for one shard, under a unique name (a retried task adds a twin)."""
-    table = _table(
-        [s.key for s in samples],
-        [s.to_json() for s in samples],
-        inputs,
-        [stage in s.errors for s in samples],
-        None,
-    )
-    store.write_table(f"{parts_dir(stage, shard)}/part-{uuid.uuid4().hex}.parquet", table)
+def write_part(store: Store, stage: str, shard: int, samples: list[Sample], records, inputs):
+    """One batch's output for one shard (`records`: the samples' JSON), under a unique name:
+    a retried task adds a twin, which compaction drops. Parts skip fsync: a crash loses the
+    run they belong to, and the next run clears them."""
+    keys = [s.key for s in samples]
+    table = _table(keys, records, inputs, [facts(s, stage) for s in samples], None)
+    rel = f"{parts_dir(stage, shard)}/part-{uuid.uuid4().hex}.parquet"
+    store.write_table(rel, table, durable=False)
 
 
 def invalidate(store: Store, stage: str, shard: int) -> None:
@@ -159,7 +170,8 @@ def write_rows(store: Store, stage: str, shard: int, records: dict[str, str], ma
     """Rows given whole (the source listing, an empty shard)."""
     keys = sorted(records)
     recs = [records[k] for k in keys]
-    table = _table(keys, recs, [""] * len(keys), [False] * len(keys), None)
+    found = [facts(Sample.from_json(r), stage) for r in recs]
+    table = _table(keys, recs, [""] * len(keys), found, None)
     return write_rows_table(store, stage, shard, table, marker)
 
 
@@ -176,7 +188,7 @@ def write_rows_table(store: Store, stage: str, shard: int, table: pa.Table, mark
         "samples": len(records),
         "digest": digest(records),
         "failed": int(sum(table.column("failed").to_pylist())),
-        "audit": audit(stage, records.values()),
+        "audit": audit(table),
         "finished": time.time(),
     }
     store.write_json(marker_path(stage, shard), full)
@@ -188,20 +200,20 @@ def _empty() -> pa.Table:
     return _table([], [], [], [], None)
 
 
-def audit(stage: str, records) -> dict:
-    """What this (stage, shard) did, for the driver to sum without reading rows: samples that
-    reached the stage ok, failed there (by reason), and dropped there (by reason)."""
-    reached, failed, dropped = 0, collections.Counter(), collections.Counter()
-    for record in records:
-        sample = Sample.from_json(record)
-        message = sample.errors.get(stage)
-        here = message is not None or sample.dropped_by == stage
-        if sample.ok or here:
-            reached += 1
-        if message is not None:
-            failed[error_reason(f"{stage}: {message}")] += 1
-        elif sample.dropped_by == stage:
-            dropped[str(sample.dropped).split(":")[0]] += 1
+def audit(table: pa.Table) -> dict:
+    """What a (stage, shard) did, from its rows' accounting columns: samples that reached the
+    stage, failed there (by reason), dropped there (by reason)."""
+    failed, dropped = collections.Counter(), collections.Counter()
+    for is_failed, reason in zip(
+        table.column("failed").to_pylist(), table.column("reason").to_pylist(), strict=True
+    ):
+        if reason is None:
+            continue
+        if is_failed:
+            failed[reason] += 1
+        else:
+            dropped[reason.removeprefix("dropped ")] += 1
+    reached = int(sum(table.column("reached").to_pylist()))
     return {"reached": reached, "failed": dict(failed), "dropped": dict(dropped)}
 
 

@@ -64,8 +64,8 @@ class Store:
         with self.fs.open(self.path(rel), "rb") as f:
             return f.read()
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        with self.staging(rel) as tmp, open(tmp, "wb") as f:
+    def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
+        with self.staging(rel, durable) as tmp, open(tmp, "wb") as f:
             f.write(data)
 
     def read_json(self, rel: str) -> dict | None:
@@ -83,10 +83,10 @@ class Store:
     def read_table(self, rel: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(rel)))
 
-    def write_table(self, rel: str, table: pa.Table) -> None:
+    def write_table(self, rel: str, table: pa.Table, durable: bool = True) -> None:
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
-        self.write_bytes(rel, buf.getvalue())
+        self.write_bytes(rel, buf.getvalue(), durable)
 
     def remove(self, rel: str, recursive: bool = False) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -113,17 +113,20 @@ class Store:
         return len(stale)
 
     @contextlib.contextmanager
-    def staging(self, rel: str) -> Iterator[str]:
-        """A local temp path to write `rel` into; it becomes `rel` atomically on success."""
+    def staging(self, rel: str, durable: bool = True) -> Iterator[str]:
+        """A local temp path to write `rel` into; it becomes `rel` atomically on success
+        (and durably, fsynced, unless `durable` is false: for files a crash may lose)."""
         final = self.path(rel)
         if self.is_local:
             os.makedirs(os.path.dirname(final), exist_ok=True)
             tmp = os.path.join(os.path.dirname(final), temp_name(os.path.basename(final)))
             try:
                 yield tmp
-                _fsync_file(tmp)
+                if durable:
+                    _fsync_file(tmp)
                 os.replace(tmp, final)
-                _fsync_dir(os.path.dirname(final))
+                if durable:
+                    _fsync_dir(os.path.dirname(final))
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)

@@ -183,8 +183,9 @@ class StageStep:
         if todo:
             done = {s.key: s for s in process_guarded(ready_stage(stage, self.ctx), todo)}
             outputs = [out or done[s.key] for s, out in zip(given, outputs, strict=True)]
-        self._persist(store, [s for s, _, _ in items], outputs, inputs)
-        return [s.to_json() for s in outputs]
+        records = [s.to_json() for s in outputs]
+        self._persist(store, [s for s, _, _ in items], outputs, records, inputs)
+        return records
 
     def _reuse(self, store: Store) -> rows_io.Reuse:
         """One per (pass, stage) in this process: Ray deserialises the step once per task, and
@@ -199,14 +200,16 @@ class StageStep:
             )
         return _REUSE[key]
 
-    def _persist(self, store: Store, shards: list[int], samples: list[Sample], inputs) -> None:
+    def _persist(self, store: Store, shards, samples: list[Sample], records, inputs) -> None:
         by_shard = collections.defaultdict(list)
-        for shard, sample, inp in zip(shards, samples, inputs, strict=True):
-            by_shard[shard].append((sample, inp))
+        for row in zip(shards, samples, records, inputs, strict=True):
+            by_shard[row[0]].append(row[1:])
         name = self.stage.name
-        for shard, pairs in by_shard.items():
-            part = [s for s, _ in pairs]
-            rows_io.write_part(store, name, shard, part, [i for _, i in pairs])
+        for shard, rows in by_shard.items():
+            part = [s for s, _, _ in rows]
+            rows_io.write_part(
+                store, name, shard, part, [r for _, r, _ in rows], [i for *_, i in rows]
+            )
             causes = [
                 f"{name}: {s.errors[name]}"
                 for s in part
