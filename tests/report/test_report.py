@@ -20,6 +20,7 @@ from PIL import Image
 from vidal.cli import main
 from vidal.config import load_config
 from vidal.io.shards import SHARD_SCHEMA
+from vidal.io.store import Store
 from vidal.media.synth import make_clip_set
 from vidal.refilter import run_refilter
 from vidal.report.html import (
@@ -32,7 +33,6 @@ from vidal.report.html import (
     write_report,
 )
 from vidal.run.jobs import build
-from vidal.run.store import Store
 
 CRAWL = {
     "candidates": 20,

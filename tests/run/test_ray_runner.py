@@ -18,9 +18,9 @@ import pytest
 from vidal.config import load_config
 from vidal.io.shards import pack_shard
 from vidal.io.sources import list_source
+from vidal.io.store import Store
 from vidal.run.jobs import build
 from vidal.run.ray_runner import RayRunner
-from vidal.run.store import Store
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext
 

@@ -14,11 +14,11 @@ import pytest
 from tests.models import MODEL_STAGES, model_config, model_dataset, rows
 from vidal.cli import main
 from vidal.config import ConfigError
+from vidal.io.store import Store
 from vidal.models.clip import ClipEmbedder
 from vidal.models.depth import DepthEstimator
 from vidal.refilter import Rule, refilter
 from vidal.run.jobs import build
-from vidal.run.store import Store
 from vidal.stages.vl_filter import Scores, VLFilterStage, load_embeddings
 
 

@@ -17,7 +17,7 @@ import time
 import pyarrow as pa
 
 from vidal import __version__
-from vidal.run.store import Store
+from vidal.io.store import Store
 from vidal.sample import Sample, error_reason
 from vidal.text import raw_caption
 

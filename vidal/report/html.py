@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vidal.run.store import Store
+from vidal.io.store import Store
 
 log = logging.getLogger(__name__)
 

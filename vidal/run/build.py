@@ -22,8 +22,8 @@ import pyarrow as pa
 from vidal.config import Config, ConfigError
 from vidal.io.shards import pack_shard, read_stats, shard_name
 from vidal.io.sources import SourceOptions, list_source, shard_of
+from vidal.io.store import Store
 from vidal.run.execute import after_column
-from vidal.run.store import Store
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext
 

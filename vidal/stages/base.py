@@ -12,6 +12,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from vidal.io.store import Store
 from vidal.media.ffmpeg import MediaError
 from vidal.sample import Sample
 
@@ -43,8 +44,6 @@ class Stage:
 
     def setup(self, ctx: StageContext) -> None:
         """Load models, open stores. Called once per worker before the first batch."""
-        from vidal.run.store import Store
-
         self.ctx = ctx
         self.store = Store(ctx.out)
 
