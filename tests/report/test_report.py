@@ -141,8 +141,8 @@ def test_infrared_views_and_list_texts(tmp_path):
     meta = {"frames": {"count": n}, "text": {"raw": "a <b>bold</b> title", "ofa": ["x"] * n}}
     members["json"] = json.dumps(meta).encode()
     view = sample_view("k", "vidal-00000", members)
-    assert view.infrared and view.depth and not view.frames and not view.problems
-    assert Image.open(io.BytesIO(_decode(view.infrared))).size == (
+    assert set(view.strips) == {"depth", "infrared"} and not view.problems  # no mp4: no frames
+    assert Image.open(io.BytesIO(_decode(view.strips["infrared"]))).size == (
         n * round(72 * w / h) + 2 * (n - 1),
         72,
     )
