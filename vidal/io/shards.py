@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import io
 import json
-import logging
 import time
 
 import pyarrow as pa
@@ -26,22 +25,15 @@ import pyarrow as pa
 from vidal import __version__
 from vidal.io.store import Store
 from vidal.sample import Sample, error_reason
-from vidal.stages import STAGES
-from vidal.stages.outputs import CORE_FIELDS, Outputs
+from vidal.stages.outputs import CORE_FIELDS
+from vidal.stages.registry import declared
 from vidal.text import text_views
-
-log = logging.getLogger(__name__)
 
 TAR_MTIME = 1_700_000_000  # fixed, so the same samples always give the same tar bytes
 
 
 def shard_name(shard: int) -> str:
     return f"shards/vidal-{shard:05d}"
-
-
-def declared() -> list[tuple[str, Outputs]]:
-    """(stage name, its declarations) for every registered stage, in the registry's order."""
-    return [(name, cls.outputs) for name, cls in STAGES.items()]
 
 
 def primary_caption(sample: Sample, view: str) -> str:

@@ -40,9 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vidal.io.shards import declared
 from vidal.io.store import Store
 from vidal.stages.outputs import Funnel, Histogram
+from vidal.stages.registry import STAGES, declared
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +214,6 @@ def funnel(facts: DatasetFacts) -> list[tuple[str, int, dict]]:
 
 def _ran(facts: DatasetFacts, stage: str, f: Funnel) -> bool:
     """Whether the build ran the stage: in its pipeline, or seen in the rows it left."""
-    from vidal.stages import STAGES
-
     columns = [c.name for c in STAGES[stage].outputs.columns]
     has_values = any(facts.values.get(c, np.zeros(0)).size for c in columns)
     return stage in facts.stages or bool(facts.losses.get(f.step)) or has_values

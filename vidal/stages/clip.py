@@ -19,7 +19,14 @@ class ClipStage(MediaStage):
     name = "clip"
     outputs = Outputs(
         members=(
-            Member("mp4", "video/mp4", size_column="mp4_bytes", preview="video", label="frames"),
+            Member(
+                "mp4",
+                "video/mp4",
+                size_column="mp4_bytes",
+                preview="video",
+                label="frames",
+                modality="video",
+            ),
         ),
         public=Public(),
         reads={"probe": ("width", "height", "duration", "has_audio")},

@@ -90,6 +90,7 @@ class Member:
     # "depth" (tiled uint16 depth, colour-mapped) or fn(bytes, public fields, n) -> [HxW(x3)]
     preview: str | Callable | None = None
     label: str = ""  # the report row's label; "" = the stage name
+    modality: str = ""  # what readers call it (train.data.modality); "" = the stage name
 
     def payload(self, stage: str, sample: Sample) -> str | None:
         """Store path of the payload, or None when the sample has none (e.g. no audio)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import entry_points
 
-from vidal.stages.outputs import CORE_COLUMNS, CORE_JSON, CORE_MEMBERS
+from vidal.stages.outputs import CORE_COLUMNS, CORE_JSON, CORE_MEMBERS, Member, Outputs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,16 @@ def _claims(name: str, cls: type) -> set[str]:
     if outputs.public:
         claims.add(f"KEY.json key {outputs.json_key(name)}")
     return claims
+
+
+def declared() -> list[tuple[str, Outputs]]:
+    """(stage name, its declarations) for every registered stage, in the registry's order."""
+    return [(name, cls.outputs) for name, cls in STAGES.items()]
+
+
+def modalities() -> dict[str, tuple[str, Member]]:
+    """{modality: (stage, tar member)}, e.g. "depth": ("depth", Member("depth.png", ...))."""
+    return {m.modality or name: (name, m) for name, outputs in declared() for m in outputs.members}
 
 
 def load_plugins() -> list[str]:
