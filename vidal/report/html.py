@@ -86,9 +86,10 @@ class DatasetFacts:
     stages: list = field(default_factory=list)
 
 
-def _loss_step(stages: list[str], status: str, error: str | None, dropped: str | None) -> str:
-    """The funnel step at which a sample that was not packed left."""
-    funnels = funnel_stages()
+def _loss_step(
+    stages: list[str], status: str, error: str | None, dropped: str | None, funnels: dict
+) -> str:
+    """The funnel step at which a sample that was not packed left (`funnels`: funnel_stages())."""
     if status == "dropped" and dropped:
         slug = dropped.split(":", 1)[0].strip()
         for f in funnels.values():
@@ -120,7 +121,7 @@ def collect(out: str, crawl: str | None = None) -> DatasetFacts:
     facts.stages = list((facts.dataset.get("config") or {}).get("stages") or [])
     facts.crawl = _crawl_summary(store, crawl)
     values = collections.defaultdict(list)
-    hists = dict(histogram_columns())
+    hists, funnels = dict(histogram_columns()), funnel_stages()
     files = sorted(p for p in store.glob("shards/vidal-*.parquet"))
     for rel in files:
         with store.fs.open(store.path(rel), "rb") as f:
@@ -146,7 +147,7 @@ def collect(out: str, crawl: str | None = None) -> DatasetFacts:
                 facts.errors[reason] += 1
             if st == "dropped" and dropped:
                 facts.drops[dropped.split(":", 1)[0].strip()] += 1
-            step = _loss_step(facts.stages, st, error, dropped)
+            step = _loss_step(facts.stages, st, error, dropped, funnels)
             facts.losses[step][_loss_reason(st, reason, dropped)] += 1
         facts.kept_per_shard[os.path.basename(rel)[: -len(".parquet")]] = kept
         ok = np.asarray([s == "ok" for s in status], dtype=bool)
