@@ -88,19 +88,7 @@ def _import_file(folder: Path, module: str, source: str):
 
 
 @pytest.fixture
-def registry():
-    """Put the registry (and sys.modules) back as they were: other tests see no toy stage."""
-    before, modules = dict(STAGES), set(sys.modules)
-    yield
-    STAGES.clear()
-    STAGES.update(before)
-    for name in set(sys.modules) - modules:
-        if name.startswith("vidal_toy"):
-            del sys.modules[name]
-
-
-@pytest.fixture
-def colour_stage(registry, tmp_path):
+def colour_stage(stage_registry, tmp_path):
     return _import_file(tmp_path / "plugin", "vidal_toy_colour", TOY).ColourStage
 
 
@@ -154,7 +142,7 @@ def test_a_stage_that_reads_another_must_run_after_it(colour_stage, local_config
         local_config("colour.tilee=3")
 
 
-def test_a_stage_from_an_entry_point(registry, tmp_path, local_config):
+def test_a_stage_from_an_entry_point(stage_registry, tmp_path, local_config):
     """A third-party package registers its stage by naming its module in `vidal.stages`."""
     site = tmp_path / "site"
     (site / "vidal_toy_plugin-1.0.dist-info").mkdir(parents=True)
@@ -190,7 +178,7 @@ def test_a_stage_from_an_entry_point(registry, tmp_path, local_config):
     assert local_config("stages=[probe,noop]", "noop.level=3").noop.level == 3
 
 
-def test_two_stages_cannot_claim_the_same_output(registry, tmp_path):
+def test_two_stages_cannot_claim_the_same_output(stage_registry, tmp_path):
     clash = TOY.replace('name = "colour"', 'name = "colour2"')
     _import_file(tmp_path, "vidal_toy_colour_a", TOY)
     with pytest.raises(ValueError, match="'colour2' declares .*, already declared"):
