@@ -83,7 +83,9 @@ class Member:
     ext: str  # "mp4", "flac", "depth.png": the member is KEY.<ext>, the webdataset key <ext>
     media_type: str  # what the bytes are: "video/mp4", "audio/flac", "image/png"
     dtype: str | None = None  # pixel type of an image: "uint8", "uint16"
-    frames: bool = False  # N frames tiled side by side: frame k at columns k*W .. (k+1)*W
+    # N frames tiled side by side, frame k at columns k*W .. (k+1)*W; N: the "count" of the
+    # stage's KEY.json fields, else of KEY.json "frames" (the keyframes)
+    frames: bool = False
     field: str = "file"  # the stage's field holding the payload's store path
     size_column: str | None = None  # a parquet column of the member's byte size ("mp4_bytes")
     # the report's row: "video" (frames decoded from it), "tiles" (tiled 8/16-bit image),
