@@ -56,3 +56,19 @@ def ray_cluster():
     yield ray
     ray.shutdown()
     os.environ.pop("VIDAL_KEEP_RAY", None)
+
+
+@pytest.fixture
+def stage_registry():
+    """Stages a test registers (vidal.stages.registry) are gone after it, with their modules."""
+    import sys
+
+    from vidal.stages import STAGES
+
+    before, modules = dict(STAGES), set(sys.modules)
+    yield STAGES
+    STAGES.clear()
+    STAGES.update(before)
+    for name in set(sys.modules) - modules:
+        if name.startswith("vidal_toy"):
+            del sys.modules[name]

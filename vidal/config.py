@@ -1,12 +1,14 @@
 """The one typed config tree: dataclasses, loaded from pipelines/*.yaml, overridden on the CLI.
 
-Stage sections are the stage dataclasses themselves, so a stage's parameters are declared in
-exactly one place. Unknown keys and wrong types are errors that name the key.
+Stage sections are the stage dataclasses themselves, one per registered stage and named after
+it (`config_class()` adds them from vidal.stages.STAGES), so a stage's parameters are declared
+in exactly one place. Unknown keys and wrong types are errors that name the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,19 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 from vidal.crawl.filters import TextFilter
 from vidal.crawl.terms import TermsConfig
 from vidal.stages import STAGES, Stage
-from vidal.stages.audio import AudioStage
-from vidal.stages.captions import CaptionsStage
-from vidal.stages.clip import ClipStage
-from vidal.stages.dedup import DedupStage
-from vidal.stages.depth import DepthStage
 from vidal.stages.download import DownloadStage
-from vidal.stages.enhance import EnhanceStage
-from vidal.stages.infrared import InfraredStage
-from vidal.stages.keyframes import KeyframesStage
-from vidal.stages.probe import ProbeStage
-from vidal.stages.refilter import RefilterStage
 from vidal.stages.search import SearchStage
-from vidal.stages.vl_filter import VLFilterStage
 from vidal.train.config import TrainConfig
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
@@ -72,22 +63,13 @@ class CrawlConfig:
 
 @dataclass
 class Config:
+    """The config tree; `config_class()` makes the subclass that adds a section per stage."""
+
     name: str = "vidal"
     stages: list[str] = field(default_factory=lambda: ["probe", "keyframes", "audio", "clip"])
     shards: int = 8
     runner: RunnerConfig = field(default_factory=RunnerConfig)
     source: SourceConfig = field(default_factory=SourceConfig)
-    probe: ProbeStage = field(default_factory=ProbeStage)
-    keyframes: KeyframesStage = field(default_factory=KeyframesStage)
-    audio: AudioStage = field(default_factory=AudioStage)
-    clip: ClipStage = field(default_factory=ClipStage)
-    vl_filter: VLFilterStage = field(default_factory=VLFilterStage)
-    refilter: RefilterStage = field(default_factory=RefilterStage)
-    depth: DepthStage = field(default_factory=DepthStage)
-    dedup: DedupStage = field(default_factory=DedupStage)
-    infrared: InfraredStage = field(default_factory=InfraredStage)
-    captions: CaptionsStage = field(default_factory=CaptionsStage)
-    enhance: EnhanceStage = field(default_factory=EnhanceStage)
     pack: PackConfig = field(default_factory=PackConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -102,6 +84,24 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def config_class() -> type[Config]:
+    """`Config` with a section per registered stage (`probe: ProbeStage`, ...), typed, so
+    OmegaConf rejects unknown keys and wrong types in them like anywhere else."""
+    return _config_class(tuple(STAGES.items()))
+
+
+@functools.lru_cache(maxsize=16)
+def _config_class(stages: tuple[tuple[str, type[Stage]], ...]) -> type[Config]:
+    taken = {f.name for f in dataclasses.fields(Config)}
+    clash = [name for name, _ in stages if name in taken]
+    if clash:
+        raise ConfigError(f"stage {clash[0]!r} has the name of a config section; rename it")
+    sections = [(name, cls, field(default_factory=cls)) for name, cls in stages]
+    cls = dataclasses.make_dataclass("Config", sections, bases=(Config,))
+    cls.__module__ = __name__
+    return cls
+
+
 def pipeline_path(name_or_path: str) -> Path:
     """A pipeline by file path, or by name from pipelines/ (`demo` -> pipelines/demo.yaml)."""
     path = Path(name_or_path)
@@ -112,7 +112,7 @@ def pipeline_path(name_or_path: str) -> Path:
 
 def load_config(pipeline: str | None = None, overrides: list[str] = ()) -> Config:
     """Defaults, then the pipeline YAML, then `key=value` overrides; validated and typed."""
-    layers = [OmegaConf.structured(Config)]
+    layers = [OmegaConf.structured(config_class())]
     if pipeline:
         path = pipeline_path(pipeline)
         if not path.is_file():
@@ -143,16 +143,20 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"shards must be at least 1, got {config.shards}")
     if config.runner.kind not in ("ray", "local"):
         raise ConfigError(f"runner.kind must be 'ray' or 'local', got {config.runner.kind!r}")
-    if config.keyframes.mode not in ("exact", "snap"):
-        raise ConfigError(
-            f"keyframes.mode must be 'exact' or 'snap', got {config.keyframes.mode!r}"
-        )
-    # model references and model settings
-    for stage in (config.vl_filter, config.refilter, config.dedup, config.depth, config.infrared):
-        problem = stage.check()
-        if problem:
-            raise ConfigError(problem)
-    for stage in (config.captions, config.enhance):  # prompts are files: check those in use
-        problem = stage.check() if stage.name in config.stages else None
-        if problem:
-            raise ConfigError(problem)
+    for name, cls in STAGES.items():
+        if cls.check_always or name in config.stages:
+            problem = config.stage(name).check()
+            if problem:
+                raise ConfigError(problem)
+    _check_reads(config.stages)
+
+
+def _check_reads(names: list[str]) -> None:
+    """Every stage runs after the stages whose fields it reads (`outputs.reads`)."""
+    for i, name in enumerate(names):
+        for needed in STAGES[name].outputs.reads:
+            if needed in STAGES and needed not in names[:i]:
+                raise ConfigError(
+                    f"stage {name!r} reads the fields of {needed!r}: "
+                    f"list {needed} before {name} in stages"
+                )

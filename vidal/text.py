@@ -60,3 +60,12 @@ def raw_caption(title: str, hashtags: list[str]) -> str:
     """LanguageBind's `raw` view: the title followed by its hashtags."""
     missing = [t for t in hashtags if t.lower() not in title.lower()]
     return " ".join([title, *missing]).strip()
+
+
+def text_views(sample) -> dict:
+    """A sample's text views: the caption stages' (`fields["captions"]["views"]`) and `raw`."""
+    views = dict(sample.fields.get("captions", {}).get("views", {}))
+    views.setdefault(
+        "raw", raw_caption(sample.meta.get("title", ""), sample.meta.get("hashtags", []))
+    )
+    return views

@@ -20,6 +20,7 @@ from PIL import Image
 from vidal.cli import main
 from vidal.config import load_config
 from vidal.io.shards import SHARD_SCHEMA
+from vidal.io.store import Store
 from vidal.media.synth import make_clip_set
 from vidal.report.html import (
     collect,
@@ -31,7 +32,6 @@ from vidal.report.html import (
     write_report,
 )
 from vidal.run.jobs import build, redecide
-from vidal.run.store import Store
 
 CRAWL = {
     "candidates": 20,
@@ -139,8 +139,8 @@ def test_infrared_views_and_list_texts(tmp_path):
     meta = {"frames": {"count": n}, "text": {"raw": "a <b>bold</b> title", "ofa": ["x"] * n}}
     members["json"] = json.dumps(meta).encode()
     view = sample_view("k", "vidal-00000", members)
-    assert view.infrared and view.depth and not view.frames and not view.problems
-    assert Image.open(io.BytesIO(_decode(view.infrared))).size == (
+    assert set(view.strips) == {"depth", "infrared"} and not view.problems  # no mp4: no frames
+    assert Image.open(io.BytesIO(_decode(view.strips["infrared"]))).size == (
         n * round(72 * w / h) + 2 * (n - 1),
         72,
     )

@@ -91,8 +91,8 @@ def calls(monkeypatch):
 def no_fsync(monkeypatch):
     """Durability is not what these tests check (test_store and test_kill_resume do): skip
     fsync so builds are quick. Temp file + rename still happens."""
-    monkeypatch.setattr("vidal.run.store._fsync_file", lambda path: None)
-    monkeypatch.setattr("vidal.run.store._fsync_dir", lambda path: None)
+    monkeypatch.setattr("vidal.io.store._fsync_file", lambda path: None)
+    monkeypatch.setattr("vidal.io.store._fsync_dir", lambda path: None)
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ import pytest
 import soundfile
 from PIL import Image
 
+from vidal.io.store import is_temp
 from vidal.media.synth import make_clip_set
 from vidal.run.build import digest
-from vidal.run.store import is_temp
 
 VIDAL = Path(sys.executable).with_name("vidal")
 SHARDS = 3

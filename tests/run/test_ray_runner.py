@@ -18,10 +18,10 @@ import pytest
 from vidal.config import load_config
 from vidal.io.shards import pack_shard
 from vidal.io.sources import list_source
+from vidal.io.store import Store
 from vidal.run import rows as rows_io
 from vidal.run.jobs import build
 from vidal.run.ray_runner import RayRunner
-from vidal.run.store import Store
 from vidal.run.stream import Plan
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext

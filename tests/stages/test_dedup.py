@@ -15,8 +15,8 @@ import vidal.dedup as dd
 from tests.models import model_config, rows
 from vidal.cli import main
 from vidal.config import ConfigError
+from vidal.io.store import Store
 from vidal.run.jobs import build, redecide
-from vidal.run.store import Store
 from vidal.stages.dedup import DECISIONS, DECISIONS_MARKER, Decision, DedupStage
 
 STAGES = [

@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from tests.models import model_config, model_dataset, rows
+from vidal.io.store import Store
 from vidal.media import synth
 from vidal.media.ffmpeg import MediaError, run_ffmpeg
 from vidal.models.depth import DepthEstimator
 from vidal.run.jobs import build
-from vidal.run.store import Store
 from vidal.stages import StageContext
 from vidal.stages.depth import (
     DepthStage,

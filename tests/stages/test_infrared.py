@@ -11,9 +11,9 @@ import torch
 
 from tests.models import model_config, model_dataset, rows
 from vidal.config import ConfigError
+from vidal.io.store import Store
 from vidal.models import munit
 from vidal.models.infrared import seed_for
-from vidal.run.store import Store
 from vidal.stages import STAGES, StageContext
 from vidal.stages.infrared import InfraredStage, load_infrared
 from vidal.stages.keyframes import load_keyframes

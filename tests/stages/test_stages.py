@@ -128,7 +128,7 @@ def test_stored_keyframes_decode_to_the_source_frames(chain):
 
 
 def _store(chain):
-    from vidal.run.store import Store
+    from vidal.io.store import Store
 
     return Store(str(chain["out"]))
 

@@ -13,11 +13,11 @@ import pytest
 
 from tests.models import MODEL_STAGES, model_config, model_dataset, rows
 from vidal.cli import main
+from vidal.io.store import Store
 from vidal.models.clip import ClipEmbedder
 from vidal.models.depth import DepthEstimator
 from vidal.models.resolve import ModelNotFoundError
 from vidal.run.jobs import build, redecide
-from vidal.run.store import Store
 from vidal.stages.vl_filter import Scores, VLFilterStage, load_embeddings
 
 

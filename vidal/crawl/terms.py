@@ -167,7 +167,7 @@ def read_terms(path: str) -> list[str]:
 
 def write_terms(rows: list[dict], path: str) -> None:
     """Write the term list as CSV, atomically (temp file + rename)."""
-    from vidal.run.store import Store
+    from vidal.io.store import Store
 
     target = Path(path).resolve()
     buf = io.StringIO()

@@ -2,9 +2,15 @@
 `.stats.json` (counts, bytes, seconds), written in that order; the stats file is the shard's
 completion marker.
 
-Tar layout, per kept sample, members adjacent and sharing the key:
-  KEY.mp4  KEY.flac (when the clip has audio)  KEY.json  KEY.txt
-  KEY.depth.png / KEY.ir.png: the 8 frames tiled side by side (frame k at columns k*W..(k+1)*W).
+What goes in comes from the stages' declarations (`Stage.outputs`, vidal.stages.outputs), over
+every registered stage in the registry's order; the packer itself writes only the core:
+
+- tar, per kept sample, members adjacent and sharing the key: each declared `Member`
+  (`KEY.mp4`, `KEY.flac` when the clip has audio, `KEY.depth.png` / `KEY.ir.png`: the 8 frames
+  tiled side by side, frame k at columns k*W..(k+1)*W), then `KEY.json` and `KEY.txt`;
+- `KEY.json`: key, source, title, hashtags, text (every text view), caption_view, extra,
+  errors, lineage, and each stage's `Public` fields under its key;
+- parquet: the core columns (`CORE_FIELDS`), then each stage's `Column`s and member sizes.
 """
 
 from __future__ import annotations
@@ -17,23 +23,17 @@ import time
 import pyarrow as pa
 
 from vidal import __version__
-from vidal.run.store import Store
+from vidal.io.store import Store
 from vidal.sample import Sample, error_reason
-from vidal.text import raw_caption
+from vidal.stages.outputs import CORE_FIELDS
+from vidal.stages.registry import declared
+from vidal.text import text_views
 
 TAR_MTIME = 1_700_000_000  # fixed, so the same samples always give the same tar bytes
 
 
 def shard_name(shard: int) -> str:
     return f"shards/vidal-{shard:05d}"
-
-
-def text_views(sample: Sample) -> dict:
-    views = dict(sample.fields.get("captions", {}).get("views", {}))
-    views.setdefault(
-        "raw", raw_caption(sample.meta.get("title", ""), sample.meta.get("hashtags", []))
-    )
-    return views
 
 
 def primary_caption(sample: Sample, view: str) -> str:
@@ -43,9 +43,7 @@ def primary_caption(sample: Sample, view: str) -> str:
 
 def sample_json(sample: Sample, caption_view: str) -> dict:
     """KEY.json: everything known about the sample, minus store paths."""
-    probe = sample.fields.get("probe", {})
-    frames = sample.fields.get("keyframes", {})
-    return {
+    doc = {
         "key": sample.key,
         "source": sample.source,
         "title": sample.meta.get("title", ""),
@@ -53,47 +51,22 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
         "text": text_views(sample),
         "caption_view": caption_view,
         "extra": sample.meta.get("extra", {}),
-        "source_video": {
-            k: probe.get(k)
-            for k in (
-                "duration",
-                "fps",
-                "width",
-                "height",
-                "num_frames",
-                "video_codec",
-                "pix_fmt",
-                "has_audio",
-            )
-        },
-        "clip": _public(sample.fields.get("clip", {})),
-        "frames": {k: frames.get(k) for k in ("indices", "timestamps", "count", "width", "height")},
-        "audio": _public(sample.fields.get("audio", {"present": False})),
-        "vl_filter": _public(sample.fields.get("vl_filter", {}), "embeddings"),
-        "depth": _public(sample.fields.get("depth", {})),
-        "infrared": _public(sample.fields.get("infrared", {})),
-        "dedup": sample.fields.get("dedup", {}),
         "errors": sample.errors,
         "lineage": {**sample.lineage, "vidal": __version__},
     }
-
-
-def _public(fields: dict, *private: str) -> dict:
-    """A stage's fields without store locations (meaningless outside this build)."""
-    return {k: v for k, v in fields.items() if k not in ("file", *private)}
+    for name, outputs in declared():
+        if outputs.public:
+            doc[outputs.json_key(name)] = outputs.public.of(name, sample)
+    return doc
 
 
 def tar_members(store: Store, sample: Sample, caption_view: str) -> dict:
     members = {"__key__": sample.key}
-    for stage, ext in (
-        ("clip", "mp4"),
-        ("audio", "flac"),
-        ("depth", "depth.png"),
-        ("infrared", "ir.png"),
-    ):
-        rel = sample.fields.get(stage, {}).get("file")
-        if rel:
-            members[ext] = store.read_bytes(rel)
+    for name, outputs in declared():
+        for member in outputs.members:
+            rel = member.payload(name, sample)
+            if rel:
+                members[member.ext] = store.read_bytes(rel)
     members["json"] = json.dumps(
         sample_json(sample, caption_view), ensure_ascii=False, sort_keys=True
     ).encode("utf-8")
@@ -101,43 +74,41 @@ def tar_members(store: Store, sample: Sample, caption_view: str) -> dict:
     return members
 
 
-# One schema for every shard's parquet, so all of them read as one table (an all-null or
-# empty shard would otherwise get columns of type null, or none).
-SHARD_SCHEMA = pa.schema(
-    [
-        ("key", pa.string()),
-        ("status", pa.string()),
-        ("error", pa.string()),
-        ("error_reason", pa.string()),
-        ("dropped", pa.string()),
-        ("source", pa.string()),
-        ("title", pa.string()),
-        ("duration", pa.float64()),
-        ("width", pa.int64()),
-        ("height", pa.int64()),
-        ("fps", pa.float64()),
-        ("has_audio", pa.bool_()),
-        ("frame_indices", pa.list_(pa.int64())),
-        ("caption", pa.string()),
-        ("caption_chars", pa.int64()),
-        ("mp4_bytes", pa.int64()),
-        ("flac_bytes", pa.int64()),
-        ("sample_bytes", pa.int64()),
-        ("vl_score", pa.float64()),
-        ("vl_score_max", pa.float64()),
-        ("depth_min_mm", pa.float64()),
-        ("depth_max_mm", pa.float64()),
-        ("caption_views", pa.list_(pa.string())),
-        ("guardrail_rejections", pa.list_(pa.string())),
-    ]
-)
+def shard_schema() -> pa.Schema:
+    """One schema for every shard's parquet, so all of them read as one table (an all-null or
+    empty shard would otherwise get columns of type null, or none): the core columns, then
+    every registered stage's columns and member sizes (null where a stage did not run)."""
+    fields = list(CORE_FIELDS)
+    for _, outputs in declared():
+        fields += [(c.name, c.type) for c in outputs.columns]
+        fields += [(m.size_column, pa.int64()) for m in outputs.members if m.size_column]
+    return pa.schema(fields)
 
 
-def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
-    probe = sample.fields.get("probe", {})
-    vl, depth = sample.fields.get("vl_filter", {}), sample.fields.get("depth", {})
+def __getattr__(name: str):
+    if name == "SHARD_SCHEMA":  # the schema of the stages registered now
+        return shard_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def stage_columns(sample: Sample) -> dict:
+    """The stages' declared column values. A value that cannot be computed fails the sample
+    (reason `column_failed`), not the shard; call it before the sample's members are written."""
+    values = {}
+    for name, outputs in declared():
+        for column in outputs.columns:
+            try:
+                values[column.name] = column.of(name, sample)
+            except Exception as exc:  # a stage's column function: one bad sample, not the shard
+                sample.fail("pack", "column_failed", f"{column.name}: {type(exc).__name__}: {exc}")
+                values[column.name] = None
+    return values
+
+
+def shard_row(sample: Sample, caption_view: str, sizes: dict, values: dict | None = None) -> dict:
+    """The sample's parquet row; `values`: its `stage_columns` when already computed."""
     caption = primary_caption(sample, caption_view)
-    return {
+    row = {
         "key": sample.key,
         "status": sample.status,
         "error": sample.first_error,
@@ -145,30 +116,16 @@ def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
         "dropped": sample.dropped,
         "source": sample.source,
         "title": sample.meta.get("title", ""),
-        "duration": probe.get("duration"),
-        "width": probe.get("width"),
-        "height": probe.get("height"),
-        "fps": probe.get("fps"),
-        "has_audio": probe.get("has_audio"),
-        "frame_indices": sample.fields.get("keyframes", {}).get("indices"),
         "caption": caption,
         "caption_chars": len(caption),
-        "mp4_bytes": sizes.get("mp4"),
-        "flac_bytes": sizes.get("flac"),
         "sample_bytes": sum(sizes.values()) if sizes else None,
-        "vl_score": vl.get("score"),
-        "vl_score_max": vl.get("score_max"),
-        "depth_min_mm": depth.get("min_mm"),
-        "depth_max_mm": depth.get("max_mm"),
-        "caption_views": sorted(text_views(sample)),
-        "guardrail_rejections": guardrail_rejections(sample),
+        **(stage_columns(sample) if values is None else values),
     }
-
-
-def guardrail_rejections(sample: Sample) -> list[str]:
-    """`view: reason` for every caption output the guardrails rejected (vidal.text_guard)."""
-    rejected = sample.fields.get("captions", {}).get("rejected", {})
-    return [f"{view}: {r.split(':', 1)[0]}" for view, reasons in rejected.items() for r in reasons]
+    for _, outputs in declared():
+        for member in outputs.members:
+            if member.size_column:
+                row[member.size_column] = sizes.get(member.ext)
+    return row
 
 
 def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerprint: str) -> dict:
@@ -184,11 +141,12 @@ def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerpr
     with store.staging(f"{shard_name(shard)}.tar") as tmp, open(tmp, "wb") as stream:
         writer = wds.TarWriter(stream, mtime=TAR_MTIME, user="vidal", group="vidal")
         for sample in samples:
+            values = stage_columns(sample)
             sizes = _write_sample(writer, store, sample, caption_view)
-            rows.append(shard_row(sample, caption_view, sizes))
+            rows.append(shard_row(sample, caption_view, sizes, values))
         writer.close()
     store.write_table(
-        f"{shard_name(shard)}.parquet", pa.Table.from_pylist(rows, schema=SHARD_SCHEMA)
+        f"{shard_name(shard)}.parquet", pa.Table.from_pylist(rows, schema=shard_schema())
     )
     stats = shard_stats(rows, shard, fingerprint, time.time() - started)
     stats["tar_bytes"] = store.fs.size(store.path(f"{shard_name(shard)}.tar"))

@@ -5,14 +5,18 @@ What it shows, and where each part comes from:
 - summary counts: the shard parquets (one row per input sample), `dataset.json` for the
   pipeline and models;
 - the funnel found -> text-filtered -> downloaded (the crawl's `crawl.json`, when there is one)
-  -> in build -> decoded -> VL-filtered -> deduplicated -> packed (the shard parquets' status,
-  error and dropped columns), each step with the reasons samples left at it; steps the
-  pipeline does not have are left out;
-- histograms of VL score, duration, caption length and depth (min and max per clip), from the
-  parquet columns only, drawn with numpy + PIL;
-- a grid of random kept samples: 8 keyframes decoded from `KEY.mp4` (PyAV), the depth maps
-  (`KEY.depth.png`, uint16, colour-mapped), the infrared frames (`KEY.ir.png`) and every text
-  view from `KEY.json`.
+  -> in build -> decoded -> <each filtering stage's step: VL-filtered, deduplicated> -> packed
+  (the shard parquets' status, error and dropped columns), each step with the reasons samples
+  left at it; steps the pipeline does not have are left out;
+- histograms of the columns that declare one (duration, VL score, depth min and max per clip,
+  caption length, ...), from the parquet columns only, drawn with numpy + PIL;
+- a grid of random kept samples: a row per tar member that declares a preview (8 keyframes
+  decoded from `KEY.mp4` with PyAV, the depth maps of `KEY.depth.png` colour-mapped, the
+  infrared frames of `KEY.ir.png`, ...), each stage's short facts and every text view from
+  `KEY.json`.
+
+What each stage contributes comes from its declarations (`Stage.outputs`,
+vidal.stages.outputs), so a new stage shows up here without an edit.
 
 It scales to any dataset size: the parquets are read a few columns and one file at a time
 (counts and float arrays only), and the grid's samples come from at most `max_tars` randomly
@@ -36,25 +40,31 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from vidal.run.store import Store
+from vidal.io.store import Store
+from vidal.stages.outputs import Funnel, Histogram
+from vidal.stages.registry import STAGES, declared
 
 log = logging.getLogger(__name__)
 
-COLUMNS = [
-    "key",
-    "status",
-    "error",
-    "error_reason",
-    "dropped",
-    "duration",
-    "caption_chars",
-    "vl_score",
-    "depth_min_mm",
-    "depth_max_mm",
-]
-NUMERIC = ["duration", "caption_chars", "vl_score", "depth_min_mm", "depth_max_mm"]
+STATUS_COLUMNS = ["key", "status", "error", "error_reason", "dropped"]
+CORE_HISTOGRAMS = [("caption_chars", Histogram("caption length (kept)", "characters"))]
 THUMB_H = 72  # pixel height of each frame in the grid's strips
 N_FRAMES = 8
+DECODED, PACKED = "decoded", "packed"
+UNREAD = ("source", "download")  # errors before any stage read the media
+
+
+def histogram_columns() -> list[tuple[str, Histogram]]:
+    """(column, histogram) for every column that declares one; the core's last."""
+    found = [
+        (c.name, c.histogram) for _, outputs in declared() for c in outputs.columns if c.histogram
+    ]
+    return found + CORE_HISTOGRAMS
+
+
+def funnel_stages() -> dict[str, Funnel]:
+    return {name: outputs.funnel for name, outputs in declared() if outputs.funnel}
+
 
 # -- collecting ----------------------------------------------------------------------------
 
@@ -76,25 +86,23 @@ class DatasetFacts:
     stages: list = field(default_factory=list)
 
 
-def _loss_step(stages: list[str], status: str, error: str | None, dropped: str | None) -> str:
-    """The funnel step at which a sample that was not packed left."""
+def _loss_step(
+    stages: list[str], status: str, error: str | None, dropped: str | None, funnels: dict
+) -> str:
+    """The funnel step at which a sample that was not packed left (`funnels`: funnel_stages())."""
     if status == "dropped" and dropped:
         slug = dropped.split(":", 1)[0].strip()
-        if slug.startswith("vl"):
-            return "VL-filtered"
-        if "dup" in slug:
-            return "deduplicated"
-        return "decoded"
+        for f in funnels.values():
+            if slug.startswith(f.drops):
+                return f.step
+        return DECODED
     stage = (error or "").split(":", 1)[0].strip()
-    if stage == "vl_filter":
-        return "VL-filtered"
-    if stage == "dedup":
-        return "deduplicated"
-    if stage in stages and "vl_filter" in stages:
-        return "decoded" if stages.index(stage) < stages.index("vl_filter") else "packed"
-    if stage in ("probe", "keyframes", "download", "source"):
-        return "decoded"
-    return "packed"
+    if stage in funnels:
+        return funnels[stage].step
+    filters = [i for i, s in enumerate(stages) if s in funnels and funnels[s].step != DECODED]
+    if stage in stages and filters:  # failed before the first filter: it never got that far
+        return DECODED if stages.index(stage) < filters[0] else PACKED
+    return DECODED if stage in UNREAD else PACKED
 
 
 def _loss_reason(status: str, error_reason: str | None, dropped: str | None) -> str:
@@ -113,19 +121,20 @@ def collect(out: str, crawl: str | None = None) -> DatasetFacts:
     facts.stages = list((facts.dataset.get("config") or {}).get("stages") or [])
     facts.crawl = _crawl_summary(store, crawl)
     values = collections.defaultdict(list)
+    hists, funnels = dict(histogram_columns()), funnel_stages()
     files = sorted(p for p in store.glob("shards/vidal-*.parquet"))
     for rel in files:
         with store.fs.open(store.path(rel), "rb") as f:
             schema = pq.read_schema(f)
             f.seek(0)
-            cols = [c for c in COLUMNS if c in schema.names]
+            cols = [c for c in [*STATUS_COLUMNS, *hists] if c in schema.names]
             table = pq.read_table(f, columns=cols)
         facts.shards += 1
         facts.rows += table.num_rows
         status = table.column("status").to_pylist()
         get = {
             c: (table.column(c).to_pylist() if c in cols else [None] * len(status))
-            for c in COLUMNS[2:5]
+            for c in STATUS_COLUMNS[2:5]
         }
         kept = 0
         for i, st in enumerate(status):
@@ -138,15 +147,15 @@ def collect(out: str, crawl: str | None = None) -> DatasetFacts:
                 facts.errors[reason] += 1
             if st == "dropped" and dropped:
                 facts.drops[dropped.split(":", 1)[0].strip()] += 1
-            step = _loss_step(facts.stages, st, error, dropped)
+            step = _loss_step(facts.stages, st, error, dropped, funnels)
             facts.losses[step][_loss_reason(st, reason, dropped)] += 1
         facts.kept_per_shard[os.path.basename(rel)[: -len(".parquet")]] = kept
         ok = np.asarray([s == "ok" for s in status], dtype=bool)
-        for col in NUMERIC:
+        for col, hist in hists.items():
             if col in cols:
                 arr = table.column(col).to_numpy(zero_copy_only=False).astype(np.float64)
-                # VL scores of dropped samples are the point of the filter: keep them all
-                mask = ok if col != "vl_score" else np.ones_like(ok)
+                # a filter's scores of dropped samples are the point of the filter: all rows
+                mask = np.ones_like(ok) if hist.all_rows else ok
                 values[col].append(arr[mask & np.isfinite(arr)])
     facts.values = {c: np.concatenate(v) if v else np.zeros(0) for c, v in values.items()}
     return facts
@@ -185,13 +194,11 @@ def funnel(facts: DatasetFacts) -> list[tuple[str, int, dict]]:
         steps.append(("downloaded", int(crawl.get("downloaded", 0)), failed))
     remaining = facts.rows
     steps.append(("in build", remaining, {}))
-    names = ["decoded"]
-    scored = facts.values.get("vl_score", np.zeros(0)).size
-    if "vl_filter" in facts.stages or facts.losses.get("VL-filtered") or scored:
-        names.append("VL-filtered")
-    if "dedup" in facts.stages or facts.losses.get("deduplicated"):
-        names.append("deduplicated")
-    names.append("packed")
+    names = [DECODED]
+    for stage, f in funnel_stages().items():
+        if f.step not in names and _ran(facts, stage, f):
+            names.append(f.step)
+    names.append(PACKED)
     carried = collections.Counter()
     for name in names:
         lost = carried + facts.losses.get(name, collections.Counter())
@@ -204,6 +211,13 @@ def funnel(facts: DatasetFacts) -> list[tuple[str, int, dict]]:
         name, count, lost = steps[-1]
         steps[-1] = (name, count - hidden, lost)
     return steps
+
+
+def _ran(facts: DatasetFacts, stage: str, f: Funnel) -> bool:
+    """Whether the build ran the stage: in its pipeline, or seen in the rows it left."""
+    columns = [c.name for c in STAGES[stage].outputs.columns]
+    has_values = any(facts.values.get(c, np.zeros(0)).size for c in columns)
+    return stage in facts.stages or bool(facts.losses.get(f.step)) or has_values
 
 
 # -- drawing (numpy + PIL only) ------------------------------------------------------------
@@ -357,6 +371,25 @@ def _untile(image: np.ndarray, n: int) -> list[np.ndarray]:
     return list(np.split(image, n, axis=1))
 
 
+def preview_frames(kind, data: bytes, public: dict, n: int) -> list[np.ndarray]:
+    """The frames a member's row shows (`Member.preview`): uint8 (H, W) or (H, W, 3) arrays."""
+    if callable(kind):
+        return kind(data, public, n)
+    if kind == "video":
+        return decode_keyframes(data, n)
+    image = Image.open(io.BytesIO(data))
+    if kind == "depth":
+        relative = bool(public.get("relative"))
+        return [colorize_depth(t, relative) for t in _untile(np.asarray(image), n)]
+    if kind == "tiles":
+        if image.mode.startswith("I"):  # 16/32-bit: the high byte is enough to see
+            pixels = np.asarray(image).astype(np.uint32)
+            return _untile((pixels >> 8).clip(0, 255).astype(np.uint8), n)
+        image = image if image.mode in ("L", "RGB") else image.convert("RGB")
+        return _untile(np.asarray(image), n)
+    raise ValueError(f"unknown preview {kind!r}")
+
+
 # -- the sample grid -----------------------------------------------------------------------
 
 
@@ -409,9 +442,7 @@ class SampleView:
     key: str
     shard: str
     meta: dict
-    frames: str | None = None  # data URLs
-    depth: str | None = None
-    infrared: str | None = None
+    strips: dict = field(default_factory=dict)  # row label ("frames", "depth") -> data URL
     problems: list = field(default_factory=list)
 
 
@@ -429,25 +460,18 @@ def sample_view(key: str, shard: str, members: dict[str, bytes]) -> SampleView:
         problem = "json: missing"
     view = SampleView(key, shard, meta, problems=[problem] if problem else [])
     n = int((meta.get("frames") or {}).get("count") or N_FRAMES)
-    if "mp4" in members:
-        try:
-            view.frames = data_url(_jpeg(strip(decode_keyframes(members["mp4"], n))), "image/jpeg")
-        except Exception as exc:
-            view.problems.append(f"frames: {type(exc).__name__}: {exc}")
-    if "depth.png" in members:
-        try:
-            depth = np.asarray(Image.open(io.BytesIO(members["depth.png"])))
-            relative = bool((meta.get("depth") or {}).get("relative"))
-            tiles = [colorize_depth(t, relative) for t in _untile(depth, n)]
-            view.depth = data_url(_jpeg(strip(tiles)), "image/jpeg")
-        except Exception as exc:
-            view.problems.append(f"depth: {type(exc).__name__}: {exc}")
-    if "ir.png" in members:
-        try:
-            ir = np.asarray(Image.open(io.BytesIO(members["ir.png"])).convert("L"))
-            view.infrared = data_url(_jpeg(strip(_untile(ir, n))), "image/jpeg")
-        except Exception as exc:
-            view.problems.append(f"infrared: {type(exc).__name__}: {exc}")
+    for name, outputs in declared():
+        public = (meta.get(outputs.json_key(name)) or {}) if outputs.public else {}
+        for member in outputs.members:
+            if member.preview is None or member.ext not in members:
+                continue
+            label = member.label or name
+            try:
+                count = int(public.get("count") or n)
+                frames = preview_frames(member.preview, members[member.ext], public, count)
+                view.strips[label] = data_url(_jpeg(strip(frames)), "image/jpeg")
+            except Exception as exc:  # one unreadable member: said in its cell, page goes on
+                view.problems.append(f"{label}: {type(exc).__name__}: {exc}")
     return view
 
 
@@ -535,22 +559,7 @@ def render(facts: DatasetFacts, views: list[SampleView], out_label: str) -> str:
         parts += ["<h2>Failures and drops</h2>", _table(reasons, ("reason", "samples"))]
 
     parts.append("<h2>Histograms</h2><div class='hists' id='histograms'>")
-    blue, orange = (76, 120, 168), (245, 133, 24)
-    v = facts.values
-    hists = [
-        ("VL score (all scored samples)", [(v.get("vl_score", np.zeros(0)), blue)], "cosine"),
-        ("duration (kept)", [(v.get("duration", np.zeros(0)), blue)], "seconds"),
-        ("caption length (kept)", [(v.get("caption_chars", np.zeros(0)), blue)], "characters"),
-        (
-            "depth per clip (kept): min blue, max orange",
-            [
-                (v.get("depth_min_mm", np.zeros(0)) / 1000, blue),
-                (v.get("depth_max_mm", np.zeros(0)) / 1000, orange),
-            ],
-            "metres",
-        ),
-    ]
-    for title, series, unit in hists:
+    for title, series, unit in _histograms(facts):
         url = data_url(histogram_png(series, unit), "image/png")
         n = max((s.size for s, _ in series), default=0)
         parts.append(
@@ -567,26 +576,45 @@ def render(facts: DatasetFacts, views: list[SampleView], out_label: str) -> str:
     return "\n".join(parts)
 
 
+COLOURS = [(76, 120, 168), (245, 133, 24), (84, 162, 75), (228, 87, 86)]
+
+
+def _histograms(facts: DatasetFacts) -> list[tuple[str, list, str]]:
+    """(title, [(values, colour)], unit): columns sharing a title overlaid, in declared order."""
+    charts: dict[str, tuple[list, str]] = {}
+    for column, hist in histogram_columns():
+        series, _ = charts.setdefault(hist.title, ([], hist.unit))
+        values = facts.values.get(column, np.zeros(0)) * hist.scale
+        series.append((values, COLOURS[len(series) % len(COLOURS)]))
+    return [(title, series, unit) for title, (series, unit) in charts.items()]
+
+
+def _summaries(meta: dict) -> list[str]:
+    """Each stage's short fact about the sample (`Public.summary`), from KEY.json."""
+    out = []
+    for name, outputs in declared():
+        if outputs.public and outputs.public.summary:
+            try:
+                fact = outputs.public.summary(meta.get(outputs.json_key(name)) or {})
+            except Exception:  # a fact that cannot be said is left out, the cell stays
+                fact = None
+            if fact:
+                out.append(fact)
+    return out
+
+
 def _cell(view: SampleView) -> str:
     meta = view.meta
-    facts = []
-    dur = (meta.get("source_video") or {}).get("duration")
-    if dur is not None:
-        facts.append(f"{dur:.1f} s")
-    score = (meta.get("vl_filter") or {}).get("score")
-    if score is not None:
-        facts.append(f"VL {score:.3f}")
-    facts.append(view.shard)
+    facts = [*_summaries(meta), view.shard]
     out = [
         f"<div class='cell' data-key='{_e(view.key)}'><h3>{_e(view.key)}</h3>",
         f"<div class='muted'>{_e(' · '.join(facts))}</div>",
     ]
-    for label, url in (("frames", view.frames), ("depth", view.depth), ("infrared", view.infrared)):
-        if url:
-            out.append(
-                f"<div class='row {label}'><span>{label}</span>"
-                f"<img src='{url}' alt='{label}'></div>"
-            )
+    for label, url in view.strips.items():
+        out.append(
+            f"<div class='row {_e(label)}'><span>{_e(label)}</span>"
+            f"<img src='{url}' alt='{_e(label)}'></div>"
+        )
     texts = meta.get("text") or {}
     if texts:
         out.append("<dl>")

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from vidal.config import Config, ConfigError
 from vidal.io.shards import pack_shard, read_stats, shard_name
 from vidal.io.sources import SourceOptions, list_source
+from vidal.io.store import Store
 from vidal.run import rows as rows_io
 from vidal.run.plan import group_by_shard
-from vidal.run.store import Store
 from vidal.run.stream import Plan
 from vidal.stages.base import Stage, StageContext
 from vidal.stages.decision import DatasetStage

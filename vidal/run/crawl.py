@@ -38,7 +38,7 @@ from vidal.crawl import taxonomy, terms
 from vidal.crawl.download import check_options
 from vidal.crawl.filters import TextFilter, apply_filter
 from vidal.crawl.search import FIELDS, candidate_key
-from vidal.run.store import Store
+from vidal.io.store import Store
 from vidal.sample import Sample
 from vidal.stages.base import StageContext
 from vidal.text import parse_hashtags

@@ -138,11 +138,11 @@ def with_decision(config: Config, stage: str, **params) -> Config:
     if problem:
         raise ConfigError(problem)
     if stage not in config.stages:
-        if section.reads not in config.stages:
+        if section.decision_input not in config.stages:
             raise ConfigError(
-                f"the pipeline has no {section.reads} stage ({', '.join(config.stages)})"
+                f"the pipeline has no {section.decision_input} stage ({', '.join(config.stages)})"
             )
-        config.stages.insert(config.stages.index(section.reads) + 1, stage)
+        config.stages.insert(config.stages.index(section.decision_input) + 1, stage)
     return config
 
 

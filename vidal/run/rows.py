@@ -24,7 +24,7 @@ import uuid
 
 import pyarrow as pa
 
-from vidal.run.store import Store
+from vidal.io.store import Store
 from vidal.sample import Sample, error_reason
 
 SOURCE = "source"

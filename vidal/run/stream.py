@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidal.io.store import Store
 from vidal.run import rows as rows_io
 from vidal.run.execute import process_guarded, ready_stage
-from vidal.run.store import Store
 from vidal.sample import Sample, error_reason
 from vidal.stages.base import Stage, StageContext
 

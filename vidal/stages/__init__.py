@@ -1,33 +1,31 @@
-"""One file per stage; this registry maps stage names to their classes."""
+"""One file per stage; each registers itself with `@register` (vidal.stages.registry).
 
-from vidal.stages.audio import AudioStage
+Importing this package imports the built-in stage modules, in the order below (the registry's
+order: parquet columns and report rows follow it), then the `vidal.stages` entry point group.
+The crawl's search and download stages are configured under `crawl:` and not registered.
+"""
+
+import importlib
+
 from vidal.stages.base import Stage, StageContext
-from vidal.stages.captions import CaptionsStage
-from vidal.stages.clip import ClipStage
-from vidal.stages.dedup import DedupStage
-from vidal.stages.depth import DepthStage
-from vidal.stages.enhance import EnhanceStage
-from vidal.stages.infrared import InfraredStage
-from vidal.stages.keyframes import KeyframesStage
-from vidal.stages.probe import ProbeStage
-from vidal.stages.refilter import RefilterStage
-from vidal.stages.vl_filter import VLFilterStage
+from vidal.stages.registry import STAGES, load_plugins, register
 
-STAGES: dict[str, type[Stage]] = {
-    cls.name: cls
-    for cls in (
-        ProbeStage,
-        KeyframesStage,
-        AudioStage,
-        ClipStage,
-        VLFilterStage,
-        RefilterStage,
-        DedupStage,
-        DepthStage,
-        InfraredStage,
-        CaptionsStage,
-        EnhanceStage,
-    )
-}
+BUILTIN = (
+    "probe",
+    "keyframes",
+    "audio",
+    "clip",
+    "vl_filter",
+    "refilter",
+    "dedup",
+    "depth",
+    "infrared",
+    "captions",
+    "enhance",
+)
 
-__all__ = ["STAGES", "Stage", "StageContext"]
+for _module in BUILTIN:
+    importlib.import_module(f"vidal.stages.{_module}")
+load_plugins()
+
+__all__ = ["STAGES", "Stage", "StageContext", "register"]

@@ -7,11 +7,20 @@ from dataclasses import dataclass
 from vidal.media.audio import extract_audio
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
+from vidal.stages.outputs import Member, Outputs, Public
+from vidal.stages.registry import register
 
 
+@register
 @dataclass
 class AudioStage(MediaStage):
     name = "audio"
+    outputs = Outputs(
+        members=(Member("flac", "audio/flac", size_column="flac_bytes"),),
+        public=Public(default={"present": False}),
+        reads={"probe": ("has_audio", "duration")},
+        optional_reads={"probe": ("fetched",)},
+    )
 
     sample_rate: int = 16000
     batch_size: int = 16

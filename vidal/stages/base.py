@@ -1,5 +1,10 @@
 """The stage contract: a dataclass whose fields are its parameters, `setup()` once per worker,
 `process_batch(batch) -> batch`. A stage never imports Ray; runners decide where it runs.
+
+A stage is one file: decorate the class with `@register` (vidal.stages.registry) and it gets a
+config section named after it, pipelines may list it, `check()` validates its parameters when
+a config loads, and what it declares in `outputs` (vidal.stages.outputs) is packed into the
+tar, the shard parquet and KEY.json, and shown by the report.
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from vidal.io.store import Store
 from vidal.media.ffmpeg import MediaError
 from vidal.sample import Sample
+from vidal.stages.outputs import Outputs
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ class Stage:
     environmental_reasons: ClassVar[frozenset[str]] = frozenset(
         {"ffmpeg_missing", "model_unavailable", "model_load_failed", "out_of_memory"}
     )
+    outputs: ClassVar[Outputs] = Outputs()  # what it adds to the sample, what it reads
+    # check() on every config load; False: only when the pipeline runs the stage (e.g. it
+    # reads prompt files that only need to exist when it is used)
+    check_always: ClassVar[bool] = True
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -50,10 +61,12 @@ class Stage:
     # custom Ray resources a worker must offer (e.g. {vidal_model: 1}): where the stage may run
     resources: dict[str, float] = field(default_factory=dict)
 
+    def check(self) -> str | None:
+        """A problem with the parameters (config validation), without loading anything."""
+        return None
+
     def setup(self, ctx: StageContext) -> None:
         """Load models, open stores. Called once per worker before the first batch."""
-        from vidal.run.store import Store
-
         self.ctx = ctx
         self.store = Store(ctx.out)
 

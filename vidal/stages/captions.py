@@ -34,13 +34,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+import pyarrow as pa
 
 from vidal.models.generate import Decoding, check_model
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext, record_model_load
 from vidal.stages.keyframes import load_keyframes
-from vidal.text import raw_caption
+from vidal.stages.outputs import Column, Outputs
+from vidal.stages.registry import register
+from vidal.text import raw_caption, text_views
 from vidal.text_guard import Guard, check, clean_output
 
 log = logging.getLogger(__name__)
@@ -258,9 +261,27 @@ def prompt_values(sample: Sample) -> dict:
     }
 
 
+def guardrail_rejections(sample: Sample) -> list[str]:
+    """`view: reason` for every caption output the guardrails rejected (vidal.text_guard)."""
+    rejected = sample.fields.get("captions", {}).get("rejected", {})
+    return [f"{view}: {r.split(':', 1)[0]}" for view, reasons in rejected.items() for r in reasons]
+
+
+@register
 @dataclass
 class CaptionsStage(GenerativeStage):
+    """Its views reach KEY.json as `text` and KEY.txt through the packer (vidal.text.text_views),
+    so it declares columns only."""
+
     name = "captions"
+    check_always = False  # prompt files: checked when the pipeline runs the stage
+    outputs = Outputs(
+        columns=(
+            Column("caption_views", pa.list_(pa.string()), lambda s: sorted(text_views(s))),
+            Column("guardrail_rejections", pa.list_(pa.string()), guardrail_rejections),
+        ),
+        reads={"keyframes": ("file", "count")},
+    )
 
     keyframe_captions: bool = True  # the keyframe_captions view
     video_caption: bool = True  # the video_caption view

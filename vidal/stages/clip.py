@@ -9,11 +9,29 @@ from vidal.media.ffmpeg import MediaError
 from vidal.media.probe import probe
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
+from vidal.stages.outputs import Member, Outputs, Public
+from vidal.stages.registry import register
 
 
+@register
 @dataclass
 class ClipStage(MediaStage):
     name = "clip"
+    outputs = Outputs(
+        members=(
+            Member(
+                "mp4",
+                "video/mp4",
+                size_column="mp4_bytes",
+                preview="video",
+                label="frames",
+                modality="video",
+            ),
+        ),
+        public=Public(),
+        reads={"probe": ("width", "height", "duration", "has_audio")},
+        optional_reads={"probe": ("fetched",)},
+    )
 
     short_side: int = 256
     crf: int = 23

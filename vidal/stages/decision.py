@@ -20,7 +20,7 @@ from vidal.stages.base import Stage, StageContext
 class DatasetStage(Stage):
     """A stage whose decision the driver makes between two streaming passes."""
 
-    reads: ClassVar[str] = ""  # the stage whose stored rows the decision is made from
+    decision_input: ClassVar[str] = ""  # the stage whose stored rows the decision reads
 
     def setup_decision(self, ctx: StageContext) -> DatasetStage:
         """Ready the stage for `decide` on the driver (no models: decisions read rows)."""

@@ -20,6 +20,8 @@ from typing import ClassVar
 
 from vidal.sample import Sample
 from vidal.stages.decision import DatasetStage
+from vidal.stages.outputs import Funnel, Outputs, Public
+from vidal.stages.registry import register
 
 DECISIONS = "work/dedup/groups.parquet"
 DECISIONS_MARKER = "work/dedup/groups.json"
@@ -32,10 +34,16 @@ class Decision:
     neighbours: int  # neighbours found at or above the threshold (k-NN, so at most k)
 
 
+@register
 @dataclass
 class DedupStage(DatasetStage):
     name: ClassVar[str] = "dedup"
-    reads: ClassVar[str] = "vl_filter"
+    decision_input: ClassVar[str] = "vl_filter"
+    outputs: ClassVar[Outputs] = Outputs(
+        public=Public(),
+        reads={"vl_filter": ("embeddings", "score")},
+        funnel=Funnel("deduplicated", drops=("dup",)),
+    )
 
     threshold: float = 0.95  # cosine of the unit video embeddings at or above which clips match
     neighbours: int = 16  # k of the k-NN query: edges per clip considered (a group can be larger)

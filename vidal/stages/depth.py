@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from vidal.media.ffmpeg import MediaError
@@ -32,6 +33,8 @@ from vidal.sample import Sample
 from vidal.stages.base import payload_path
 from vidal.stages.keyframe_model import KeyframeModelStage
 from vidal.stages.keyframes import tile
+from vidal.stages.outputs import Column, Histogram, Member, Outputs, Public
+from vidal.stages.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +42,22 @@ U16 = 65535
 METRIC, RELATIVE = "mm", "inverse_depth_minmax"
 
 
+DEPTH_HISTOGRAM = Histogram("depth per clip (kept): min blue, max orange", "metres", 0.001)
+
+
+@register
 @dataclass
 class DepthStage(KeyframeModelStage):
     name = "depth"
+    outputs = Outputs(
+        members=(Member("depth.png", "image/png", "uint16", frames=True, preview="depth"),),
+        columns=(
+            Column("depth_min_mm", pa.float64(), "min_mm", DEPTH_HISTOGRAM),
+            Column("depth_max_mm", pa.float64(), "max_mm", DEPTH_HISTOGRAM),
+        ),
+        public=Public(),
+        reads={"keyframes": ("file", "count")},
+    )
 
     model: str = "vinvino02/glpn-nyu"
     inference_size: int = 0  # short side at inference (square side for square models); 0: model's

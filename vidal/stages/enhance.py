@@ -22,12 +22,19 @@ from vidal.stages.captions import (
     render,
     sample_raw,
 )
+from vidal.stages.outputs import Outputs
+from vidal.stages.registry import register
 from vidal.text_guard import Guard
 
 
+@register
 @dataclass
 class EnhanceStage(GenerativeStage):
+    """Writes the `enhanced` view into the captions stage's views (see CaptionsStage)."""
+
     name = "enhance"
+    check_always = False  # prompt files: checked when the pipeline runs the stage
+    outputs = Outputs(optional_reads={"captions": ("views",)})
 
     llm: Generator = field(
         default_factory=lambda: Generator(

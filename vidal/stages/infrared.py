@@ -26,11 +26,19 @@ from vidal.sample import Sample
 from vidal.stages.base import payload_path
 from vidal.stages.keyframe_model import KeyframeModelStage
 from vidal.stages.keyframes import tile
+from vidal.stages.outputs import Member, Outputs, Public
+from vidal.stages.registry import register
 
 
+@register
 @dataclass
 class InfraredStage(KeyframeModelStage):
     name = "infrared"
+    outputs = Outputs(
+        members=(Member("ir.png", "image/png", "uint8", frames=True, preview="tiles"),),
+        public=Public(),
+        reads={"keyframes": ("file", "count")},
+    )
 
     model: str = "srgb-tir/translation_weights.pt"
     inference_size: int = 0  # short side at inference; 0: 400 (LanguageBind fed 400x640)

@@ -10,11 +10,14 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from vidal.media.frames import sample_keyframes
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
+from vidal.stages.outputs import Column, Funnel, Outputs, Public
+from vidal.stages.registry import register
 
 
 def tile(frames: np.ndarray) -> np.ndarray:
@@ -27,9 +30,17 @@ def untile(image: np.ndarray, n: int) -> np.ndarray:
     return np.stack(np.split(image, n, axis=1))
 
 
+@register
 @dataclass
 class KeyframesStage(MediaStage):
     name = "keyframes"
+    outputs = Outputs(
+        columns=(Column("frame_indices", pa.list_(pa.int64()), "indices"),),
+        public=Public("frames", fields=("indices", "timestamps", "count", "width", "height")),
+        reads={"probe": ("width", "height")},
+        optional_reads={"probe": ("fetched",)},
+        funnel=Funnel("decoded"),
+    )
 
     num_frames: int = 8
     mode: str = "exact"  # exact: LanguageBind's indices; snap: nearest keyframes, much cheaper
@@ -38,6 +49,11 @@ class KeyframesStage(MediaStage):
     image_format: str = "jpg"  # jpg (quality below) or png (lossless)
     jpeg_quality: int = 95
     batch_size: int = 8
+
+    def check(self) -> str | None:
+        if self.mode not in ("exact", "snap"):
+            return f"keyframes.mode must be 'exact' or 'snap', got {self.mode!r}"
+        return None
 
     def process(self, sample: Sample) -> None:
         info = sample.fields["probe"]

@@ -7,17 +7,39 @@ import urllib.request
 from dataclasses import dataclass
 
 import fsspec
+import pyarrow as pa
 
 from vidal.io.sources import REMOTE_SCHEMES
 from vidal.media.ffmpeg import MediaError
 from vidal.media.probe import probe
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
+from vidal.stages.outputs import Column, Funnel, Histogram, Outputs, Public
+from vidal.stages.registry import register
+
+PUBLIC = ("duration", "fps", "width", "height", "num_frames", "video_codec", "pix_fmt", "has_audio")
 
 
+def _duration(public: dict) -> str | None:
+    seconds = public.get("duration")
+    return None if seconds is None else f"{seconds:.1f} s"
+
+
+@register
 @dataclass
 class ProbeStage(MediaStage):
     name = "probe"
+    outputs = Outputs(
+        columns=(
+            Column("duration", pa.float64(), "duration", Histogram("duration (kept)", "seconds")),
+            Column("width", pa.int64(), "width"),
+            Column("height", pa.int64(), "height"),
+            Column("fps", pa.float64(), "fps"),
+            Column("has_audio", pa.bool_(), "has_audio"),
+        ),
+        public=Public("source_video", fields=PUBLIC, summary=_duration),
+        funnel=Funnel("decoded"),
+    )
 
     max_duration: float = 20.0  # the paper keeps clips of at most 20 s
     min_duration: float = 0.0

@@ -25,15 +25,22 @@ from typing import ClassVar
 
 from vidal.sample import Sample
 from vidal.stages.decision import DatasetStage
+from vidal.stages.outputs import Funnel, Outputs
+from vidal.stages.registry import register
 
 VL = "vl_filter"
 CUTOFFS = "cutoffs.json"
 
 
+@register
 @dataclass
 class RefilterStage(DatasetStage):
     name: ClassVar[str] = "refilter"
-    reads: ClassVar[str] = VL
+    decision_input: ClassVar[str] = VL
+    outputs: ClassVar[Outputs] = Outputs(
+        reads={VL: ("score",)},
+        funnel=Funnel("VL-filtered", drops=("vl",)),
+    )
 
     threshold: float | None = None
     top_fraction: float | None = None

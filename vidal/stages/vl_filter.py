@@ -26,9 +26,12 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 
 from vidal.sample import Sample
 from vidal.stages.keyframe_model import KeyframeModelStage
+from vidal.stages.outputs import Column, Funnel, Histogram, Outputs, Public
+from vidal.stages.registry import register
 from vidal.text import raw_caption
 
 log = logging.getLogger(__name__)
@@ -56,9 +59,29 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
+def _score(public: dict) -> str | None:
+    score = public.get("score")
+    return None if score is None else f"VL {score:.3f}"
+
+
+@register
 @dataclass
 class VLFilterStage(KeyframeModelStage):
     name = "vl_filter"
+    outputs = Outputs(
+        columns=(
+            Column(
+                "vl_score",
+                pa.float64(),
+                "score",
+                Histogram("VL score (all scored samples)", "cosine", all_rows=True),
+            ),
+            Column("vl_score_max", pa.float64(), "score_max"),
+        ),
+        public=Public(private=("file", "embeddings"), summary=_score),
+        reads={"keyframes": ("file", "count")},
+        funnel=Funnel("VL-filtered", drops=("vl",)),
+    )
 
     model: str = "openai/clip-vit-large-patch14"
     threshold: float | None = None  # keep when score >= threshold; None: score only, keep all

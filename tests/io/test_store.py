@@ -10,7 +10,7 @@ import uuid
 import pyarrow as pa
 import pytest
 
-from vidal.run.store import Store, UnsafePathError, is_temp, temp_name
+from vidal.io.store import Store, UnsafePathError, is_temp, temp_name
 
 FINISHED_PATTERNS = ("*.tar", "*.parquet", "*.json", "*.mp4", "*.flac", "vidal-*")
 
