@@ -60,3 +60,64 @@ def base_params(socket_timeout: float, extra: dict | None = None) -> dict:
 def sanitize_id(value: str, limit: int = 64) -> str:
     """A file-name-safe form of a platform id: [A-Za-z0-9_-] only, never empty or a path."""
     return _SAFE.sub("_", str(value)).strip("_")[:limit] or "x"
+
+
+def vetted_youtube_dl(params: dict, policy):
+    """A YoutubeDL whose every request goes through the URL policy (vidal.net): each URL it
+    asks for (pages, media, fragments) is vetted before the request, each redirect hop before
+    it is followed (requests handler: a response hook), and the URL an answer finally came
+    from before a byte of it is read. yt-dlp makes the connections itself; the vetting lookup
+    is vidal's own, just before each request."""
+    import yt_dlp
+
+    class VettedYoutubeDL(yt_dlp.YoutubeDL):
+        def urlopen(self, req):
+            _vet_request_url(req if isinstance(req, str) else req.url, policy)
+            response = super().urlopen(req)
+            try:
+                _vet_request_url(response.url, policy)
+            except BaseException:
+                response.close()
+                raise
+            return response
+
+        def build_request_director(self, handlers, preferences=None):
+            handlers = [_redirect_vetting(h, policy) for h in handlers]
+            return super().build_request_director(handlers, preferences)
+
+    return VettedYoutubeDL(params)
+
+
+def _vet_request_url(url: str, policy) -> None:
+    from vidal import net
+
+    if url.lower().startswith("file:"):
+        return  # yt-dlp opens file:// only with enable_file_urls (crawl --allow-local)
+    net.vet(url, policy)
+
+
+def _redirect_vetting(handler: type, policy) -> type:
+    """yt-dlp's requests handler with a response hook that vets each redirect's target before
+    requests follows it; other handlers as they are (their final URL is still vetted)."""
+    try:
+        from yt_dlp.networking._requests import RequestsRH
+    except ImportError:  # requests is not installed: yt-dlp uses urllib
+        return handler
+    if not issubclass(handler, RequestsRH):
+        return handler
+
+    def vet_redirect(response, *args, **kwargs):
+        if response.is_redirect:
+            import urllib.parse
+
+            target = urllib.parse.urljoin(response.url, response.headers.get("location", ""))
+            _vet_request_url(target, policy)
+
+    class VettingRequestsRH(handler):
+        def _create_instance(self, *args, **kwargs):
+            session = super()._create_instance(*args, **kwargs)
+            session.hooks["response"].append(vet_redirect)
+            return session
+
+    VettingRequestsRH.__name__ = handler.__name__  # yt-dlp keys handlers by class name
+    return VettingRequestsRH

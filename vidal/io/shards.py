@@ -17,6 +17,7 @@ import time
 import pyarrow as pa
 
 from vidal import __version__
+from vidal.net import redact, redact_text
 from vidal.run.store import Store
 from vidal.sample import Sample, error_reason
 from vidal.text import raw_caption
@@ -47,7 +48,7 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
     frames = sample.fields.get("keyframes", {})
     return {
         "key": sample.key,
-        "source": sample.source,
+        "source": redact(sample.source),  # URL credentials never reach a published file
         "title": sample.meta.get("title", ""),
         "hashtags": sample.meta.get("hashtags", []),
         "text": text_views(sample),
@@ -73,7 +74,7 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
         "depth": _public(sample.fields.get("depth", {})),
         "infrared": _public(sample.fields.get("infrared", {})),
         "dedup": sample.fields.get("dedup", {}),
-        "errors": sample.errors,
+        "errors": {stage: redact_text(message) for stage, message in sample.errors.items()},
         "lineage": {**sample.lineage, "vidal": __version__},
     }
 
@@ -140,10 +141,10 @@ def shard_row(sample: Sample, caption_view: str, sizes: dict) -> dict:
     return {
         "key": sample.key,
         "status": sample.status,
-        "error": sample.first_error,
+        "error": redact_text(sample.first_error),
         "error_reason": error_reason(sample.first_error),
         "dropped": sample.dropped,
-        "source": sample.source,
+        "source": redact(sample.source),
         "title": sample.meta.get("title", ""),
         "duration": probe.get("duration"),
         "width": probe.get("width"),
