@@ -24,6 +24,7 @@ is kept only where a later fetch needs it: in memory and in the build's private 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import ipaddress
 import re
@@ -162,8 +163,9 @@ class Response:
         self._conn, self._raw, self.url = conn, raw, url
         self.status, self.headers = raw.status, raw.headers
 
-    def read(self, n: int = -1) -> bytes:
-        return self._raw.read(n)
+    def read(self, n: int | None = None) -> bytes:
+        # http.client reads to EOF on a negative size, which a keep-alive server never sends
+        return self._raw.read(None if n is None or n < 0 else n)
 
     def close(self) -> None:
         self._raw.close()
@@ -189,6 +191,7 @@ def open_url(
     A status >= 400 raises FetchError with the status and headers; a redirect when
     `policy.max_redirects` is 0, or past it, raises UrlRefused."""
     headers = {"User-Agent": "vidal", "Accept-Encoding": "identity", **(headers or {})}
+    headers.update(_basic_auth(url))
     method = method or ("POST" if data is not None else "GET")
     for _hop in range(policy.max_redirects + 1):
         target = vet(url, policy)
@@ -205,6 +208,17 @@ def open_url(
             method, data = "GET", None
         url = new_url
     raise UrlRefused(f"more than {policy.max_redirects} redirects: {redact(url)[:120]}")
+
+
+def _basic_auth(url: str) -> dict:
+    """`user:pass@` in a URL is HTTP basic auth (for that origin only, see redirects)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return {}
+    user = urllib.parse.unquote(parts.username)
+    secret = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{secret}".encode()).decode("ascii")
+    return {"Authorization": f"Basic {token}"}
 
 
 def _checked(response: Response) -> Response:
@@ -245,7 +259,8 @@ def _request(target: Vetted, method, headers, data, timeout) -> Response:
             error = exc
             if not isinstance(exc, ConnectionRefusedError):
                 break  # the server was reached: another address would repeat the request
-    raise FetchError(f"cannot fetch {redact(target.url)[:120]}: {type(error).__name__}: {error}")
+    detail = f"cannot fetch {redact(target.url)[:120]}: {type(error).__name__}: {error}"
+    raise FetchError(detail) from error
 
 
 def _connection(target: Vetted, address: str, timeout: float) -> http.client.HTTPConnection:

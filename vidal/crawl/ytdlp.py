@@ -111,7 +111,14 @@ def _redirect_vetting(handler: type, policy) -> type:
             import urllib.parse
 
             target = urllib.parse.urljoin(response.url, response.headers.get("location", ""))
-            _vet_request_url(target, policy)
+            try:
+                _vet_request_url(target, policy)
+            except (ValueError, OSError) as exc:
+                # yt-dlp's own error type: any other one makes it retry with another handler
+                from yt_dlp.networking.exceptions import RequestError
+
+                response.close()
+                raise RequestError(str(exc)) from None
 
     class VettingRequestsRH(handler):
         def _create_instance(self, *args, **kwargs):
