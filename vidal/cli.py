@@ -158,8 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from vidal.run.diskfull import disk_full_sentence
+    from vidal.run.lock import OutputLocked, lock_for_command
+
     try:
-        return _dispatch(args)
+        with lock_for_command(args):  # one writer per output folder
+            return _dispatch(args)
+    except OutputLocked as exc:
+        print(f"vidal: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, SourceError, FileNotFoundError) as exc:
         print(f"vidal: {exc}", file=sys.stderr)
         return 2
@@ -167,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         print("vidal: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a crash, not a bad sample: those never get here
+        full = disk_full_sentence(exc, getattr(args, "out", None))
+        if full:
+            print(f"vidal: {args.command} failed: {full}", file=sys.stderr)
+            return 1
         if args.verbose:
             raise
         print(
