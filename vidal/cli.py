@@ -101,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out")
     demo.add_argument("--synthetic", type=int, default=48, help="generated captioned clips")
     demo.add_argument("--local", action="store_true", help="run without Ray")
+    demo.add_argument("--force", action="store_true", help="use a folder the demo did not make")
     refilter = sub.add_parser("refilter", help="re-decide the VL filter from the stored scores")
     refilter.add_argument("--out", required=True, help="the built dataset")
     refilter.add_argument("--pipeline", default="vidal10m", help="the pipeline the build used")
@@ -194,7 +195,7 @@ def _dispatch(args) -> int:
     if args.command == "demo":
         from vidal.demo import run_demo
 
-        return run_demo(args.out, args.synthetic, local=args.local)
+        return run_demo(args.out, args.synthetic, local=args.local, force=args.force)
     if args.command == "train-infrared":
         from vidal.train.infrared import run as train_infrared
 
