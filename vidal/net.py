@@ -125,7 +125,7 @@ def check_scheme(url: str) -> str | None:
     return f"scheme {scheme or 'none'!r} is not allowed (http or https only): {redact(url)[:120]}"
 
 
-def vet(url: str, policy: UrlPolicy, resolve=socket.getaddrinfo) -> Vetted:
+def vet(url: str, policy: UrlPolicy, resolve=None) -> Vetted:
     """The URL's scheme, host and every resolved address checked; raises UrlRefused."""
     problem = check_scheme(url)
     if problem:
@@ -139,7 +139,7 @@ def vet(url: str, policy: UrlPolicy, resolve=socket.getaddrinfo) -> Vetted:
     if not host:
         raise UrlRefused(f"no host in {redact(url)[:120]}")
     try:
-        infos = resolve(host, port, 0, socket.SOCK_STREAM)
+        infos = (resolve or socket.getaddrinfo)(host, port, 0, socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise FetchError(f"cannot resolve {host}: {exc}") from None
     addresses = tuple(dict.fromkeys(info[4][0] for info in infos))

@@ -48,12 +48,12 @@ class _Server(http.server.ThreadingHTTPServer):
 class Loopback:
     """`routes[path] = (status, headers, body)`; `hits[path]` counts requests."""
 
-    def __init__(self, host: str = "127.0.0.1"):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.routes: dict[str, tuple[int, dict, bytes]] = {}
         self.hits: collections.Counter = collections.Counter()
         self.auth: list[tuple[str, str | None]] = []
         self.lock = threading.Lock()
-        self.httpd = _Server((host, 0), _Handler)
+        self.httpd = _Server((host, port), _Handler)
         self.httpd.owner = self
         self.host, self.port = host, self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
+import urllib.request
+
+from vidal.net import redact_text
 
 log = logging.getLogger("vidal.crawl.ytdlp")
 _SAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -18,17 +22,17 @@ class Recorder:
 
     def debug(self, msg: str) -> None:
         self.lines.append(msg)
-        log.debug("%s", msg)
+        log.debug("%s", redact_text(msg))  # URLs in logs lose their credentials
 
     info = debug
 
     def warning(self, msg: str) -> None:
         self.lines.append(msg)
-        log.debug("warning: %s", msg)
+        log.debug("warning: %s", redact_text(msg))
 
     def error(self, msg: str) -> None:
         self.lines.append(msg)
-        log.debug("error: %s", msg)
+        log.debug("error: %s", redact_text(msg))
 
     def said(self, pattern: str) -> str | None:
         for line in self.lines:
@@ -97,34 +101,69 @@ def _vet_request_url(url: str, policy) -> None:
 
 
 def _redirect_vetting(handler: type, policy) -> type:
-    """yt-dlp's requests handler with a response hook that vets each redirect's target before
-    requests follows it; other handlers as they are (their final URL is still vetted)."""
+    """yt-dlp's requests and urllib handlers with each redirect's target vetted before it is
+    followed (a requests response hook; urllib's redirect handler); others as they are (their
+    final URL is still vetted by `urlopen`)."""
+    from yt_dlp.networking._urllib import UrllibRH
+
     try:
         from yt_dlp.networking._requests import RequestsRH
-    except ImportError:  # requests is not installed: yt-dlp uses urllib
-        return handler
-    if not issubclass(handler, RequestsRH):
-        return handler
+    except ImportError:  # requests is not installed: yt-dlp uses urllib alone
+        RequestsRH = ()  # noqa: N806
 
-    def vet_redirect(response, *args, **kwargs):
-        if response.is_redirect:
-            import urllib.parse
+    if issubclass(handler, UrllibRH):
+        base_create = handler._create_instance
 
-            target = urllib.parse.urljoin(response.url, response.headers.get("location", ""))
-            try:
-                _vet_request_url(target, policy)
-            except (ValueError, OSError) as exc:
-                # yt-dlp's own error type: any other one makes it retry with another handler
-                from yt_dlp.networking.exceptions import RequestError
+        def create(self, *args, **kwargs):
+            opener = base_create(self, *args, **kwargs)
+            for redirects in opener.handlers:
+                if isinstance(redirects, urllib.request.HTTPRedirectHandler):
+                    _vet_urllib_redirects(redirects, policy)
+            return opener
 
-                response.close()
-                raise RequestError(str(exc)) from None
+    elif RequestsRH and issubclass(handler, RequestsRH):
+        base_create = handler._create_instance
 
-    class VettingRequestsRH(handler):
-        def _create_instance(self, *args, **kwargs):
-            session = super()._create_instance(*args, **kwargs)
-            session.hooks["response"].append(vet_redirect)
+        def create(self, *args, **kwargs):
+            session = base_create(self, *args, **kwargs)
+            session.hooks["response"].append(_requests_hook(policy))
             return session
 
-    VettingRequestsRH.__name__ = handler.__name__  # yt-dlp keys handlers by class name
-    return VettingRequestsRH
+    else:
+        return handler
+    # same class name: yt-dlp keys its handlers (and users' preferences) by it
+    return type(handler.__name__, (handler,), {"_create_instance": create})
+
+
+def _refuse_hop(target: str, policy) -> None:
+    """Vet a redirect target; a refusal is raised as yt-dlp's own RequestError, since any
+    other exception makes yt-dlp retry the request with its next handler."""
+    try:
+        _vet_request_url(target, policy)
+    except (ValueError, OSError) as exc:
+        from yt_dlp.networking.exceptions import RequestError
+
+        raise RequestError(str(exc)) from None
+
+
+def _requests_hook(policy):
+    def vet_redirect(response, *args, **kwargs):
+        if response.is_redirect:
+            target = urllib.parse.urljoin(response.url, response.headers.get("location", ""))
+            try:
+                _refuse_hop(target, policy)
+            except Exception:
+                response.close()
+                raise
+
+    return vet_redirect
+
+
+def _vet_urllib_redirects(redirects, policy) -> None:
+    follow = redirects.redirect_request
+
+    def redirect_request(req, fp, code, msg, headers, newurl):
+        _refuse_hop(newurl, policy)
+        return follow(req, fp, code, msg, headers, newurl)
+
+    redirects.redirect_request = redirect_request

@@ -87,7 +87,7 @@ class OpenAIClient:
         self._sleep = time.sleep  # tests may replace it
 
     def __repr__(self) -> str:  # never the key
-        return f"OpenAIClient(url={self.url!r}, model={self.model!r})"
+        return f"OpenAIClient(url={net.redact(self.url)!r}, model={self.model!r})"
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -109,7 +109,7 @@ class OpenAIClient:
                     self.counters.add("failures")
                     raise RequestError(exc.reason, exc.detail) from None
                 delay = self._delay(attempt, exc.retry_after)
-                log.debug("retrying %s in %.2fs: %s", self.url, delay, exc.reason)
+                log.debug("retrying %s in %.2fs: %s", net.redact(self.url), delay, exc.reason)
                 self.counters.add("retries")
                 attempt += 1
                 self._sleep(delay)
