@@ -84,6 +84,7 @@ def _refusal(out: str, path: str, holder: dict | None) -> OutputLocked:
 def _local_lock(path: str, owner: dict, out: str):
     import fcntl
 
+    created = _missing_dirs(os.path.dirname(path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -104,6 +105,21 @@ def _local_lock(path: str, owner: dict, out: str):
         with contextlib.suppress(OSError):
             os.unlink(path)  # before unlocking, so nobody locks a file that is going away
         os.close(fd)
+        for folder in created:  # a job that wrote nothing (a bad config) leaves no folder
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+
+
+def _missing_dirs(folder: str) -> list[str]:
+    """The folders makedirs(folder) will create, deepest first."""
+    missing = []
+    while folder and not os.path.exists(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return missing
 
 
 def _same_file(fd: int, path: str) -> bool:
