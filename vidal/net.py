@@ -324,6 +324,18 @@ def redact_text(text: str | None) -> str | None:
     return _URL_IN_TEXT.sub(lambda m: redact(m.group(0)), text)
 
 
+def redact_values(value):
+    """`value` (JSON-like: dicts, lists, strings) with every URL inside its strings redacted:
+    for the extra manifest columns a sample carries into KEY.json and the crawl manifests."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_values(v) for v in value]
+    return value
+
+
 # -- what a fetched body is ------------------------------------------------------------------
 
 _TEXT_KINDS = (

@@ -77,3 +77,29 @@ def test_the_lock_on_an_object_store_is_best_effort_and_expires():
     fs.pipe(path, json.dumps(fresh).encode())
     with pytest.raises(lock.OutputLocked), lock.out_lock(out, "build"):
         pass
+
+
+def test_two_concurrent_builds_one_is_refused(good_source, tmp_path):
+    """The reproduction: two builds into one --out with different --shards at once."""
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vidal.cli", "build", "--source", str(good_source), "--out",
+             str(out), "--pipeline", "demo", "--local", "--quiet", "--shards", str(shards),
+             "stages=[probe,clip]"],
+            stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for shards in (2, 3)
+    ]  # fmt: skip
+    results = sorted((p.wait(timeout=300), p.stderr.read()) for p in procs)
+    assert [code for code, _ in results] == [0, 1]
+    assert "is being written by vidal build (pid " in results[1][1]
+    import glob
+    import tarfile
+
+    keys = []
+    for shard in glob.glob(str(out / "shards" / "vidal-*.tar")):
+        with tarfile.open(shard) as tar:
+            keys += [m.name.split(".", 1)[0] for m in tar.getmembers() if m.name.endswith(".mp4")]
+    assert len(keys) == len(set(keys)) == len(list(good_source.glob("*.mp4")))

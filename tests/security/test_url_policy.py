@@ -110,9 +110,9 @@ def test_credentials_never_follow_a_redirect_to_another_origin(site, internal):
     assert internal.auth == [("/other", None)]
 
 
-def _manifest(tmp_path, urls: list[str]) -> str:
+def _manifest(tmp_path, urls: list[str], **extra) -> str:
     path = tmp_path / "manifest.jsonl"
-    rows = [{"url": u, "title": f"clip number {i}"} for i, u in enumerate(urls)]
+    rows = [{"url": u, "title": f"clip number {i}", **extra} for i, u in enumerate(urls)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
 
@@ -150,7 +150,8 @@ def test_secrets_in_urls_are_redacted_in_everything_published(
     missing = site.url(f"/gone.mp4?token={SECRET}&sig={SECRET}")
     config = local_config("stages=[probe,clip]", "shards=1", "source.allow_private_addresses=true")
     out = tmp_path / "out"
-    outcome = build(config, _manifest(tmp_path, [signed, missing]), str(out))
+    thumb = f"https://cdn.example/t.jpg?X-Goog-Signature={SECRET}"  # an extra column
+    outcome = build(config, _manifest(tmp_path, [signed, missing], thumbnail=thumb), str(out))
     assert outcome.total["kept"] == 1  # the real URL was used for the fetch
     assert SECRET.encode() not in _published(out)
     with tarfile.open(out / "shards/vidal-00000.tar") as tar:

@@ -17,7 +17,7 @@ import time
 import pyarrow as pa
 
 from vidal import __version__
-from vidal.net import redact, redact_text
+from vidal.net import redact, redact_text, redact_values
 from vidal.run.store import Store
 from vidal.sample import Sample, error_reason
 from vidal.text import raw_caption
@@ -53,7 +53,7 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
         "hashtags": sample.meta.get("hashtags", []),
         "text": text_views(sample),
         "caption_view": caption_view,
-        "extra": sample.meta.get("extra", {}),
+        "extra": redact_values(sample.meta.get("extra", {})),
         "source_video": {
             k: probe.get(k)
             for k in (

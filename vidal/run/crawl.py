@@ -38,7 +38,7 @@ from vidal.crawl import taxonomy, terms
 from vidal.crawl.download import check_options
 from vidal.crawl.filters import TextFilter, apply_filter
 from vidal.crawl.search import FIELDS, candidate_key
-from vidal.net import redact, redact_text
+from vidal.net import redact, redact_text, redact_values
 from vidal.run.store import Store
 from vidal.sample import Sample
 from vidal.stages.base import StageContext
@@ -454,7 +454,9 @@ def candidate_row(sample: Sample, store: Store) -> dict:
         "hashtags": sample.meta.get("hashtags", cand.get("hashtags")) or [],
         "keywords": cand.get("tags") or [],
         "terms": sample.meta.get("terms", []),
-        "extra": json.dumps(sample.meta.get("extra") or {}, ensure_ascii=False, default=str),
+        "extra": json.dumps(
+            redact_values(sample.meta.get("extra") or {}), ensure_ascii=False, default=str
+        ),
         "record": redact_text(sample.to_json()),  # the real one is in STATE
     }
     return row
@@ -481,7 +483,7 @@ def build_row(sample: Sample) -> dict:
         row[name] = cand.get(name)
     for name in ("view_count", "like_count", "language"):
         row[name] = cand.get(name)
-    for name, value in (sample.meta.get("extra") or {}).items():
+    for name, value in redact_values(sample.meta.get("extra") or {}).items():
         row[name if name not in row else f"extra_{name}"] = value
     return row
 
