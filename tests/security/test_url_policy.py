@@ -247,3 +247,26 @@ def test_model_references_are_never_urls():
 
     for ref in ("http://169.254.169.254/model", "https://example.com/clip.bin", "file:///etc"):
         assert check_reference(ref) is not None  # only tiny:, local folders and hub ids
+
+
+def test_hls_segments_are_vetted_one_by_one(site, internal, clip_bytes, tmp_path, monkeypatch):
+    """A public HLS playlist whose segments are on the internal host, or local files: yt-dlp's
+    own HLS downloader fetches each segment through the policy (ffmpeg, which would fetch them
+    itself, never does), so nothing is requested there and nothing local is read."""
+    only_127_0_0_1_is_public(monkeypatch)
+    internal.serve("/seg0.ts", b"G" + bytes(187), "video/mp2t")
+    for name, segment in (
+        ("internal", internal.url("/seg0.ts")),
+        ("local", "file:///etc/hostname"),
+    ):
+        playlist = (
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n"
+            f"#EXTINF:1.0,\n{segment}\n#EXT-X-ENDLIST\n"
+        )
+        site.serve(f"/{name}.m3u8", playlist.encode(), "application/vnd.apple.mpegurl")
+    urls = [site.url("/internal.m3u8"), site.url("/local.m3u8")]
+    rows = _crawl(tmp_path / "hls", urls, "crawl.download.allow_local=true")
+    assert rows["internal.m3u8"]["error"] == "url_refused: loopback address 127.0.0.2"
+    assert rows["local.m3u8"]["error"] == "url_refused: a file:// URL named by a remote page"
+    assert internal.hits["/seg0.ts"] == 0
+    assert site.hits["/internal.m3u8"] >= 1  # the playlist itself was fetched (it is public)

@@ -194,6 +194,7 @@ class _Session:
         self.cap.reset()
         self.recorder.lines.clear()
         self.ydl.params["outtmpl"]["default"] = os.path.join(folder, "media.%(ext)s")
+        self.ydl.local_candidate = not url.lower().startswith(("http://", "https://"))
         return self.ydl.sanitize_info(self.ydl.extract_info(url, download=True)) or {}
 
 
@@ -233,6 +234,10 @@ def ytdlp_params(
         match_filter=_duration_cap(opts.max_duration),
         progress_hooks=[(cap or _SizeCap(opts.max_bytes)).hook],
         enable_file_urls=opts.allow_local,
+        # yt-dlp's own downloaders for every protocol (HLS and DASH too): they fetch through
+        # its urlopen, where the URL policy vets each request; ffmpeg would fetch on its own
+        external_downloader={"default": "native"},
+        hls_prefer_native=True,
         overwrites=True,
         continuedl=False,
         cachedir=False,

@@ -75,8 +75,17 @@ def vetted_youtube_dl(params: dict, policy):
     import yt_dlp
 
     class VettedYoutubeDL(yt_dlp.YoutubeDL):
+        # set per download: a local candidate (crawl --allow-local) may open file:// URLs,
+        # a remote page never (its playlist could name local files)
+        local_candidate = False
+
         def urlopen(self, req):
-            _vet_request_url(req if isinstance(req, str) else req.url, policy)
+            url = req if isinstance(req, str) else req.url
+            if url.lower().startswith("file:") and not self.local_candidate:
+                from vidal.net import UrlRefused
+
+                raise UrlRefused("a file:// URL named by a remote page")
+            _vet_request_url(url, policy)
             response = super().urlopen(req)
             try:
                 _vet_request_url(response.url, policy)
