@@ -44,7 +44,7 @@ def disk_full_sentence(exc: BaseException, out: str | None) -> str | None:
         f"the disk is full (no space left writing {where}); free some space or choose "
         "another --out, then rerun the same command to resume"
     )
-    if out and "://" not in out and os.path.isdir(out):
+    if out and "://" not in out:
         _record(out, sentence)
     return sentence
 
@@ -59,6 +59,7 @@ def _record(out: str, sentence: str) -> None:
     data.update(status="failed", failure=sentence)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:  # a temp file first: a failed write must not truncate the dataset.json that is there
+        os.makedirs(out, exist_ok=True)
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f)
         os.replace(tmp, path)
