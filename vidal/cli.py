@@ -101,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out")
     demo.add_argument("--synthetic", type=int, default=48, help="generated captioned clips")
     demo.add_argument("--local", action="store_true", help="run without Ray")
+    demo.add_argument("--force", action="store_true", help="use a folder the demo did not make")
     refilter = sub.add_parser("refilter", help="re-decide the VL filter from the stored scores")
     refilter.add_argument("--out", required=True, help="the built dataset")
     refilter.add_argument("--pipeline", default="vidal10m", help="the pipeline the build used")
@@ -158,8 +159,15 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from vidal.run.diskfull import disk_full_sentence
+    from vidal.run.lock import OutputLocked, lock_for_command
+
     try:
-        return _dispatch(args)
+        with lock_for_command(args):  # one writer per output folder
+            return _dispatch(args)
+    except OutputLocked as exc:
+        print(f"vidal: {exc}", file=sys.stderr)
+        return 1
     except (ConfigError, SourceError, FileNotFoundError) as exc:
         print(f"vidal: {exc}", file=sys.stderr)
         return 2
@@ -167,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         print("vidal: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:  # a crash, not a bad sample: those never get here
+        full = disk_full_sentence(exc, getattr(args, "out", None))
+        if full:
+            print(f"vidal: {args.command} failed: {full}", file=sys.stderr)
+            return 1
         if args.verbose:
             raise
         print(
@@ -183,7 +195,7 @@ def _dispatch(args) -> int:
     if args.command == "demo":
         from vidal.demo import run_demo
 
-        return run_demo(args.out, args.synthetic, local=args.local)
+        return run_demo(args.out, args.synthetic, local=args.local, force=args.force)
     if args.command == "train-infrared":
         from vidal.train.infrared import run as train_infrared
 

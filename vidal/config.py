@@ -42,6 +42,8 @@ class RunnerConfig:
 class SourceConfig:
     max_title_chars: int = 1000
     allow_local_in_manifest: bool = True
+    # fetch from private, loopback and link-local addresses too (vidal.net): off by default
+    allow_private_addresses: bool = False
 
 
 @dataclass

@@ -121,13 +121,33 @@ def write_synthetic(folder: Path, combos: list[dict], prefix: str = "synth") -> 
         clip.with_suffix(".json").write_text(json.dumps({"title": meta["title"]}))
 
 
-def run_demo(out: str, synthetic: int = 48, local: bool = False) -> int:
+DEMO_MARKER = ".vidal-demo"  # in a folder the demo made: it may rewrite what it made there
+
+
+def claim_folder(out_dir: Path, force: bool = False) -> None:
+    """The demo writes (and replaces its own train/) only in a folder that is new, empty or
+    one it made before; any other folder needs --force."""
+    made_here = (out_dir / DEMO_MARKER).is_file()
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not made_here and not force:
+        from vidal.config import ConfigError
+
+        raise ConfigError(
+            f"{out_dir} is not empty and was not made by vidal demo (no {DEMO_MARKER} in it), "
+            "and the demo replaces its train/ folder there; choose another --out, or pass "
+            "--force to use this one anyway"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / DEMO_MARKER).write_text("made by vidal demo; it may replace train/ here\n")
+
+
+def run_demo(out: str, synthetic: int = 48, local: bool = False, force: bool = False) -> int:
     from rich.console import Console
 
     from vidal.config import load_config
     from vidal.run.jobs import build
 
     console, out_dir = Console(), Path(out)
+    claim_folder(out_dir, force)
     source = prepare_source(out_dir / "source", synthetic)
     config = load_config("demo", ["runner.kind=local"] if local else [])
     outcome = build(config, str(source), str(out_dir / "dataset"))

@@ -214,7 +214,7 @@ def server(_server) -> FaultServer:
 @pytest.fixture
 def crawl_config():
     """Config factory for in-process crawls against the loopback server: short timeouts and
-    backoffs, a 10 MB cap, no rate limit, no network check."""
+    backoffs, a 10 MB cap, no rate limit, no network check, loopback addresses allowed."""
 
     def make(*overrides: str):
         return load_config(
@@ -222,6 +222,7 @@ def crawl_config():
             [
                 "runner.kind=local",
                 "runner.progress=false",
+                "source.allow_private_addresses=true",  # the server is on 127.0.0.1
                 "crawl.search.check_url=",
                 "crawl.search.backoff_base=0.01",
                 "crawl.download.backoff_base=0.01",

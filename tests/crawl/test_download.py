@@ -78,7 +78,7 @@ def test_final_failures_are_not_retried_and_a_rerun_resumes(crawl_urls, server):
     rows = crawl_urls(FINAL, timeout, extra_rows=extra)
     assert_outcomes(rows, server, FINAL)
     assert rows["novideo.html"]["reason"] == "not_video"
-    assert rows["passwd"]["error"].startswith("other: refused URL scheme 'file'")
+    assert rows["passwd"]["error"].startswith("url_refused: scheme 'file' is not allowed")
     assert server.sent["/m/big-a.mp4"] < BIG_BYTES / 2  # stopped while downloading
     assert str(CAP_BYTES) in rows["big"]["error"] and str(CAP_BYTES) in rows["bigcl"]["error"]
 
@@ -128,7 +128,7 @@ def test_local_paths_need_the_flag(server, crawl_config, tmp_path, clip_bank):
     clip = sorted(clip_bank.glob("*.mp4"))[0]
     urls = write_urls(tmp_path / "u.jsonl", [{"url": str(clip), "title": "a local clip here"}])
     refused = run_crawl(crawl_config(), str(tmp_path / "a"), urls_file=urls, quiet=True)
-    assert refused.counts["failed_by_reason"] == {"other": 1}
+    assert refused.counts["failed_by_reason"] == {"url_refused": 1}
     allowed = run_crawl(
         crawl_config(), str(tmp_path / "b"), urls_file=urls, allow_local=True, quiet=True
     )

@@ -42,6 +42,7 @@ def test_cli_crawls_a_url_list(server, tmp_path):
     urls.write_text(f"url,title\n{server.url('/m/ok-a.mp4')},a red circle on black\n")
     out = tmp_path / "out"
     common = ["--local", "--quiet", "runner.progress=false", "crawl.download.rate_per_s=0"]
+    common.append("source.allow_private_addresses=true")  # the server is on 127.0.0.1
     assert main(["crawl", "--urls", str(urls), "--out", str(out), *common]) == 0
     summary = json.loads((out / "crawl.json").read_text())
     assert summary["downloaded"] == 1 and summary["failed"] == 0
@@ -54,7 +55,8 @@ def test_a_crawl_where_everything_fails_alike_says_so(server, tmp_path, capsys):
     urls = tmp_path / "urls.csv"
     urls.write_text("url\n" + "".join(server.url(f"/m/f404-{i}.mp4") + "\n" for i in range(2)))
     out = str(tmp_path / "out")
-    assert main(["crawl", "--urls", str(urls), "--out", out, "--local", "--quiet"]) == 1
+    loopback = "source.allow_private_addresses=true"
+    assert main(["crawl", "--urls", str(urls), "--out", out, "--local", "--quiet", loopback]) == 1
     assert "all 2 downloads failed with removed" in capsys.readouterr().err
 
 

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vidal import net
 from vidal.crawl import taxonomy
 from vidal.crawl.taxonomy import Failure
-from vidal.crawl.ytdlp import Recorder, base_params
+from vidal.crawl.ytdlp import Recorder, base_params, vetted_youtube_dl
 
 PARTIAL_SUFFIXES = (".part", ".ytdl", ".temp", ".tmp")
 
@@ -81,14 +82,23 @@ class CapExceeded(Exception):
         self.failure = failure
 
 
-def check_url(url: str, allow_local: bool) -> Failure | None:
-    """Only http(s) URLs, unless local sources are allowed explicitly."""
+def check_url(url: str, allow_local: bool, policy: net.UrlPolicy | None = None) -> Failure | None:
+    """Only http(s) URLs whose host resolves to allowed addresses (vidal.net), unless local
+    sources are allowed explicitly; None when the URL may be fetched."""
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if scheme in ("http", "https"):
-        return None
     if allow_local and (scheme == "file" or (not scheme and url)):
         return None
-    return Failure(taxonomy.OTHER, f"refused URL scheme {scheme or 'none'!r} ({url[:80]!r})")
+    if scheme not in ("http", "https"):
+        return Failure(taxonomy.URL_REFUSED, net.check_scheme(url) or scheme)
+    if policy is None:
+        return None
+    try:
+        net.vet(url, policy)
+    except net.UrlRefused as exc:
+        return Failure(taxonomy.URL_REFUSED, exc.detail)
+    except net.FetchError as exc:
+        return Failure(taxonomy.NETWORK, exc.detail)
+    return None
 
 
 def limiter_key(platform: str, url: str) -> str:
@@ -123,10 +133,11 @@ def download(
     workdir: str,
     sleep: Callable[[float], None] = time.sleep,
     seed: str = "",
+    policy: net.UrlPolicy = net.UrlPolicy(),
 ) -> tuple[Downloaded | None, Failure | None, int]:
     """Download with retries: (result, None, tries) or (None, failure, tries)."""
-    refused = check_url(url, opts.allow_local)
-    if refused:
+    refused = check_url(url, opts.allow_local, policy)
+    if refused and refused.reason != taxonomy.NETWORK:
         return None, refused, 0
     bucket = limiter_key(platform, url)
     rng = random.Random(f"{seed}|{url}")
@@ -135,7 +146,7 @@ def download(
         sleep(max(0.0, limiter.reserve(bucket)))
         proxy = pick_proxy(opts.proxies, seed, attempt)
         try:
-            return attempt_once(url, opts, workdir, proxy), None, attempt
+            return attempt_once(url, opts, workdir, proxy, policy), None, attempt
         except Exception as exc:  # yt-dlp raises many types; each becomes a taxonomy entry
             failure = exc.failure if isinstance(exc, CapExceeded) else taxonomy.classify(exc)
         if failure.retry_after is not None:
@@ -146,9 +157,15 @@ def download(
     return None, failure, attempt
 
 
-def attempt_once(url: str, opts: DownloadOptions, workdir: str, proxy: str | None) -> Downloaded:
+def attempt_once(
+    url: str,
+    opts: DownloadOptions,
+    workdir: str,
+    proxy: str | None,
+    policy: net.UrlPolicy = net.UrlPolicy(),
+) -> Downloaded:
     """One try: a fresh temp folder, yt-dlp with our caps, then the written file verified."""
-    session = _session(opts, proxy)
+    session = _session(opts, proxy, policy)
     folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
     try:
         info = session.download(url, folder)
@@ -157,7 +174,7 @@ def attempt_once(url: str, opts: DownloadOptions, workdir: str, proxy: str | Non
     except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
         if type(exc).__name__ != "DownloadError":  # yt-dlp's own, cleanly handled, failures
-            _drop_session(opts, proxy)
+            _drop_session(opts, proxy, policy)
         raise
 
 
@@ -167,39 +184,38 @@ class _Session:
     per download — the output folder, the size-cap counter, what yt-dlp said — is reset before
     each one."""
 
-    def __init__(self, opts: DownloadOptions, proxy: str | None):
-        import yt_dlp
-
+    def __init__(self, opts: DownloadOptions, proxy: str | None, policy: net.UrlPolicy):
         self.cap = _SizeCap(opts.max_bytes)
         self.params = ytdlp_params(opts, "", proxy, self.cap)
         self.recorder: Recorder = self.params["logger"]
-        self.ydl = yt_dlp.YoutubeDL(self.params)
+        self.ydl = vetted_youtube_dl(self.params, policy)
 
     def download(self, url: str, folder: str) -> dict:
         self.cap.reset()
         self.recorder.lines.clear()
         self.ydl.params["outtmpl"]["default"] = os.path.join(folder, "media.%(ext)s")
+        self.ydl.local_candidate = not url.lower().startswith(("http://", "https://"))
         return self.ydl.sanitize_info(self.ydl.extract_info(url, download=True)) or {}
 
 
 _THREAD = threading.local()
 
 
-def _session_key(opts: DownloadOptions, proxy: str | None) -> str:
+def _session_key(opts: DownloadOptions, proxy: str | None, policy: net.UrlPolicy) -> str:
     values = {f.name: getattr(opts, f.name) for f in dataclasses.fields(DownloadOptions)}
-    return json.dumps([values, proxy], sort_keys=True, default=str)
+    return json.dumps([values, proxy, repr(policy)], sort_keys=True, default=str)
 
 
-def _session(opts: DownloadOptions, proxy: str | None) -> _Session:
+def _session(opts: DownloadOptions, proxy: str | None, policy: net.UrlPolicy) -> _Session:
     sessions = _THREAD.__dict__.setdefault("sessions", {})
-    key = _session_key(opts, proxy)
+    key = _session_key(opts, proxy, policy)
     if key not in sessions:
-        sessions[key] = _Session(opts, proxy)
+        sessions[key] = _Session(opts, proxy, policy)
     return sessions[key]
 
 
-def _drop_session(opts: DownloadOptions, proxy: str | None) -> None:
-    _THREAD.__dict__.get("sessions", {}).pop(_session_key(opts, proxy), None)
+def _drop_session(opts: DownloadOptions, proxy: str | None, policy: net.UrlPolicy) -> None:
+    _THREAD.__dict__.get("sessions", {}).pop(_session_key(opts, proxy, policy), None)
 
 
 def ytdlp_params(
@@ -218,6 +234,10 @@ def ytdlp_params(
         match_filter=_duration_cap(opts.max_duration),
         progress_hooks=[(cap or _SizeCap(opts.max_bytes)).hook],
         enable_file_urls=opts.allow_local,
+        # yt-dlp's own downloaders for every protocol (HLS and DASH too): they fetch through
+        # its urlopen, where the URL policy vets each request; ffmpeg would fetch on its own
+        external_downloader={"default": "native"},
+        hls_prefer_native=True,
         overwrites=True,
         continuedl=False,
         cachedir=False,
@@ -251,7 +271,7 @@ def check_options(opts: DownloadOptions) -> str | None:
     dependency is missing), so the crawl stops before it starts instead of failing every
     download the same way."""
     try:
-        _Session(opts, opts.proxies[0] if opts.proxies else None)
+        _Session(opts, opts.proxies[0] if opts.proxies else None, net.UrlPolicy())
     except Exception as exc:  # yt-dlp reports bad options with several exception types
         return f"yt-dlp refuses the download options: {taxonomy.one_line(str(exc))}"
     return None
@@ -322,6 +342,10 @@ def _verified(path: str, info: dict, opts: DownloadOptions) -> Downloaded:
     size = os.path.getsize(path)
     if size > opts.max_bytes:
         raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
+    with open(path, "rb") as head:  # by content: a name says nothing about what a file is
+        kind = net.text_body(head.read(2048))
+    if kind:
+        raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{kind}, not a media container"))
     probed = None
     if opts.verify:
         try:

@@ -13,6 +13,8 @@ import re
 import time
 from dataclasses import dataclass
 
+from vidal.net import redact_text
+
 RATE_LIMITED = "rate_limited"
 BOT_CHECK = "bot_check"
 PRIVATE = "private"
@@ -23,6 +25,7 @@ TOO_LARGE = "too_large"
 TOO_LONG = "too_long"
 NETWORK = "network"
 NOT_VIDEO = "not_video"
+URL_REFUSED = "url_refused"  # the URL policy (vidal.net) refused a URL or a redirect hop
 OTHER = "other"
 
 REASONS = (
@@ -36,6 +39,7 @@ REASONS = (
     TOO_LONG,
     NETWORK,
     NOT_VIDEO,
+    URL_REFUSED,
     OTHER,
 )
 # Worth another try later: the server was busy or the connection broke. Everything else says
@@ -45,6 +49,7 @@ RETRYABLE = frozenset({RATE_LIMITED, NETWORK})
 # Checked in order, on the lower-cased message; the first match wins. Site wording first (it is
 # the most specific), then HTTP statuses, then transport errors.
 _PATTERNS: tuple[tuple[str, str], ...] = (
+    (URL_REFUSED, r"url_refused: "),
     (BOT_CHECK, r"not a bot|confirm you.re not|captcha|sign in to confirm(?! your age)"),
     (AGE_RESTRICTED, r"confirm your age|age.restricted|inappropriate for some users|age_limit"),
     (GEO_BLOCKED, r"in your country|geo.?restrict|geo.?block|from your location"),
@@ -112,8 +117,10 @@ def classify_message(message: str, status: int | None = None) -> str:
 def classify(exc: BaseException) -> Failure:
     """A Failure for an exception raised by yt-dlp (or by our own caps)."""
     status, headers = http_details(exc)
-    message = one_line(str(exc))
+    message = one_line(redact_text(str(exc)))
     reason = classify_message(message, status)
+    if reason == URL_REFUSED:  # the policy's own words, without yt-dlp's prefixes
+        message = message.split("url_refused: ", 1)[1]
     retry_after = parse_retry_after(headers.get("retry-after")) if headers else None
     return Failure(reason, message, retry_after)
 

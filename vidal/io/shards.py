@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from vidal import __version__
 from vidal.io.store import Store
+from vidal.net import redact, redact_text, redact_values
 from vidal.sample import Sample, error_reason
 from vidal.stages.outputs import CORE_FIELDS
 from vidal.stages.registry import declared
@@ -45,13 +46,13 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
     """KEY.json: everything known about the sample, minus store paths."""
     doc = {
         "key": sample.key,
-        "source": sample.source,
+        "source": redact(sample.source),  # URL credentials never reach a published file
         "title": sample.meta.get("title", ""),
         "hashtags": sample.meta.get("hashtags", []),
         "text": text_views(sample),
         "caption_view": caption_view,
-        "extra": sample.meta.get("extra", {}),
-        "errors": sample.errors,
+        "extra": redact_values(sample.meta.get("extra", {})),
+        "errors": {stage: redact_text(message) for stage, message in sample.errors.items()},
         "lineage": {**sample.lineage, "vidal": __version__},
     }
     for name, outputs in declared():
@@ -111,10 +112,10 @@ def shard_row(sample: Sample, caption_view: str, sizes: dict, values: dict | Non
     row = {
         "key": sample.key,
         "status": sample.status,
-        "error": sample.first_error,
+        "error": redact_text(sample.first_error),
         "error_reason": error_reason(sample.first_error),
         "dropped": sample.dropped,
-        "source": sample.source,
+        "source": redact(sample.source),
         "title": sample.meta.get("title", ""),
         "caption": caption,
         "caption_chars": len(caption),

@@ -9,6 +9,10 @@ server, hosted APIs), standard library only.
   retried: they are that request's error (`RequestError.reason`).
 - The API key comes from the environment variable named by `api_key_env`; it is sent in the
   Authorization header and nowhere else: not in `repr`, logs, errors or any record.
+- Requests go through vidal.net: http(s) only, to the configured server alone. A redirect is
+  never followed (the key would go with it): it is that request's error (`redirect_refused`).
+  The server itself is the user's choice, so private and loopback addresses are allowed
+  (a vLLM on localhost is the usual case).
 """
 
 from __future__ import annotations
@@ -20,18 +24,19 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from vidal import net
+
 log = logging.getLogger(__name__)
 
+# the user's own server: any address, but no redirect (credentials never follow one)
+SERVER_POLICY = net.UrlPolicy(allow_private=True, max_redirects=0)
 RETRYABLE_STATUS = (408, 409, 425, 429, 500, 502, 503, 504)
 
 
@@ -82,7 +87,7 @@ class OpenAIClient:
         self._sleep = time.sleep  # tests may replace it
 
     def __repr__(self) -> str:  # never the key
-        return f"OpenAIClient(url={self.url!r}, model={self.model!r})"
+        return f"OpenAIClient(url={net.redact(self.url)!r}, model={self.model!r})"
 
     def _headers(self) -> dict:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -104,7 +109,7 @@ class OpenAIClient:
                     self.counters.add("failures")
                     raise RequestError(exc.reason, exc.detail) from None
                 delay = self._delay(attempt, exc.retry_after)
-                log.debug("retrying %s in %.2fs: %s", self.url, delay, exc.reason)
+                log.debug("retrying %s in %.2fs: %s", net.redact(self.url), delay, exc.reason)
                 self.counters.add("retries")
                 attempt += 1
                 self._sleep(delay)
@@ -119,26 +124,23 @@ class OpenAIClient:
         return base * (0.5 + random.random() / 2)  # jitter: 50-100% of the step
 
     def _once(self, body: bytes) -> str:
-        request = urllib.request.Request(self.url, data=body, headers=self._headers())
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with net.open_url(
+                self.url, SERVER_POLICY, self.timeout_s, headers=self._headers(), data=body
+            ) as response:
                 raw = response.read()
-        except urllib.error.HTTPError as exc:
-            status = exc.code
-            retry_after = parse_retry_after(exc.headers.get("Retry-After"))
-            exc.close()
+        except net.UrlRefused as exc:
+            raise RequestError("redirect_refused", exc.detail) from None
+        except net.FetchError as exc:
+            if exc.status is None:
+                raise _transport_failure(exc.__cause__ or exc, self.timeout_s) from None
+            status, retry_after = exc.status, parse_retry_after(exc.headers.get("Retry-After"))
             kind = f"http_{status // 100}xx"
             if status in RETRYABLE_STATUS:
                 raise _Retry(kind, f"HTTP {status}", retry_after) from None
             raise RequestError(kind, f"HTTP {status}") from None
-        except TimeoutError as exc:
-            raise _Retry("timeout", f"no answer in {self.timeout_s:g}s ({exc})") from None
-        except urllib.error.URLError as exc:
-            if isinstance(exc.reason, (TimeoutError, socket.timeout)):
-                raise _Retry("timeout", f"no answer in {self.timeout_s:g}s") from None
-            raise _Retry("connection", f"{type(exc.reason).__name__}: {exc.reason}") from None
-        except (ConnectionError, http_client_errors()) as exc:
-            raise _Retry("connection", type(exc).__name__) from None
+        except (OSError, http_client_errors()) as exc:  # while reading the body
+            raise _transport_failure(exc, self.timeout_s) from None
         return parse_completion(raw)
 
     def chat_many(self, conversations: list[list[dict]], **decoding) -> list[str | RequestError]:
@@ -154,6 +156,12 @@ class OpenAIClient:
             return [one(m) for m in conversations]
         with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
             return list(pool.map(one, conversations))
+
+
+def _transport_failure(exc: BaseException, timeout_s: float) -> _Retry:
+    if isinstance(exc, TimeoutError):
+        return _Retry("timeout", f"no answer in {timeout_s:g}s")
+    return _Retry("connection", f"{type(exc).__name__}: {exc}")
 
 
 class _Retry(Exception):

@@ -45,7 +45,8 @@ class Builder:
     def __init__(self, config: Config, source: str | None, out: str, runner, progress=None):
         self.config, self.source, self.runner = config, source, runner
         self.store = Store(out)
-        self.ctx = StageContext(out=self.store.url)
+        private = config.source.allow_private_addresses  # the URL policy's switch (vidal.net)
+        self.ctx = StageContext(out=self.store.url, allow_private_addresses=private)
         self.progress = progress or NullProgress()
         self.stages = config.pipeline()
         self.shard_count = config.shards

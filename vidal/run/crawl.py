@@ -39,6 +39,7 @@ from vidal.crawl.download import check_options
 from vidal.crawl.filters import TextFilter, apply_filter
 from vidal.crawl.search import FIELDS, candidate_key
 from vidal.io.store import Store
+from vidal.net import redact, redact_text, redact_values
 from vidal.sample import Sample
 from vidal.stages.base import StageContext
 from vidal.text import parse_hashtags
@@ -46,6 +47,7 @@ from vidal.text import parse_hashtags
 MANIFEST = "crawl.parquet"
 CANDIDATES = "candidates.parquet"
 SEARCHES = "work/crawl/search.parquet"
+STATE = "work/crawl/candidates.parquet"  # the records with real URLs: the resume state
 SUMMARY = "crawl.json"
 FILTER = "filter"
 DOWNLOAD = "download"
@@ -268,7 +270,8 @@ class Crawl:
     def __init__(self, config: Config, out: str, runner, progress: Progress):
         self.config, self.runner, self.progress = config, runner, progress
         self.store = Store(out)
-        self.ctx = StageContext(out=self.store.url)
+        private = config.source.allow_private_addresses  # the URL policy's switch (vidal.net)
+        self.ctx = StageContext(out=self.store.url, allow_private_addresses=private)
         self.search_stage = dataclasses.replace(config.crawl.search)
         self.download_stage = dataclasses.replace(config.crawl.download)
         self.state = self.load_state()
@@ -285,9 +288,11 @@ class Crawl:
         self.actors.append(actor)
 
     def load_state(self) -> dict[str, Sample]:
-        if not self.store.exists(CANDIDATES):
+        # the private state first; CANDIDATES (redacted) for crawls written before it existed
+        name = next((n for n in (STATE, CANDIDATES) if self.store.exists(n)), None)
+        if name is None:
             return {}
-        table = self.store.read_table(CANDIDATES)
+        table = self.store.read_table(name)
         records = table.column("record").to_pylist()
         return {s.key: s for s in map(Sample.from_json, records)}
 
@@ -382,6 +387,8 @@ class Crawl:
     # outputs -----------------------------------------------------------------------------
     def save(self) -> None:
         samples = sorted(self.state.values(), key=lambda s: s.key)
+        state = [{"key": s.key, "record": s.to_json()} for s in samples]
+        self.store.write_table(STATE, pa.Table.from_pylist(state, _STATE_SCHEMA))
         self.store.write_table(CANDIDATES, _table([candidate_row(s, self.store) for s in samples]))
         rows = [build_row(s) for s in samples if downloaded(s, self.store)]
         self.store.write_table(MANIFEST, _table(rows) if rows else _empty_manifest())
@@ -435,19 +442,22 @@ def candidate_row(sample: Sample, store: Store) -> dict:
         "key": sample.key,
         "status": status_of(sample, store),
         "reason": _slug(error) if error else _slug(sample.dropped) or None,
-        "error": error,
+        "error": redact_text(error),
         "dropped": sample.dropped,
         "attempts": dl.get("attempts"),
         "path": dl.get("path"),
         "bytes": dl.get("bytes"),
         **{k: cand.get(k) for k in FIELDS if k not in ("tags", "hashtags", "title")},
+        "url": redact(cand.get("url")),
         "title": sample.meta.get("title", cand.get("title")),
         "title_raw": cand.get("title"),
         "hashtags": sample.meta.get("hashtags", cand.get("hashtags")) or [],
         "keywords": cand.get("tags") or [],
         "terms": sample.meta.get("terms", []),
-        "extra": json.dumps(sample.meta.get("extra") or {}, ensure_ascii=False, default=str),
-        "record": sample.to_json(),
+        "extra": json.dumps(
+            redact_values(sample.meta.get("extra") or {}), ensure_ascii=False, default=str
+        ),
+        "record": redact_text(sample.to_json()),  # the real one is in STATE
     }
     return row
 
@@ -462,7 +472,7 @@ def build_row(sample: Sample) -> dict:
         "title": sample.meta.get("title") or cand.get("title") or "",
         "hashtags": sample.meta.get("hashtags") or [],
         "description": cand.get("description"),
-        "webpage_url": cand.get("url"),
+        "webpage_url": redact(cand.get("url")),
         "platform": cand.get("platform"),
         "video_id": cand.get("id"),
         "title_raw": cand.get("title"),
@@ -473,7 +483,7 @@ def build_row(sample: Sample) -> dict:
         row[name] = cand.get(name)
     for name in ("view_count", "like_count", "language"):
         row[name] = cand.get(name)
-    for name, value in (sample.meta.get("extra") or {}).items():
+    for name, value in redact_values(sample.meta.get("extra") or {}).items():
         row[name if name not in row else f"extra_{name}"] = value
     return row
 
@@ -491,6 +501,9 @@ def _table(rows: list[dict]) -> pa.Table:
                 [None if v is None else json.dumps(v, default=str) for v in values]
             )
     return pa.table(arrays)
+
+
+_STATE_SCHEMA = pa.schema([("key", pa.string()), ("record", pa.string())])
 
 
 def _empty_manifest() -> pa.Table:

@@ -37,6 +37,7 @@ class StageContext:
     """What a running stage needs to know about the build it is part of."""
 
     out: str  # output root (local path or fsspec URL)
+    allow_private_addresses: bool = False  # source.allow_private_addresses (vidal.net)
 
 
 @dataclass

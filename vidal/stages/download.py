@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ClassVar
 
+from vidal import net
 from vidal.crawl import ratelimit, search
 from vidal.crawl.download import DownloadOptions, download
 from vidal.sample import Sample
@@ -39,6 +40,7 @@ class DownloadStage(Stage, DownloadOptions):
         rates = dict(self.platform_rates)
         self.limiter = ratelimit.connect(self.rate_limiter, rates, self.rate_per_s, self.burst)
         self.workdir = self.tmp_dir or tempfile.gettempdir()
+        self.policy = net.UrlPolicy(allow_private=ctx.allow_private_addresses)
         os.makedirs(self.workdir, exist_ok=True)
 
     def process_batch(self, batch: list[Sample]) -> list[Sample]:
@@ -65,6 +67,7 @@ class DownloadStage(Stage, DownloadOptions):
             self.limiter,
             self.workdir,
             seed=sample.key,
+            policy=self.policy,
         )
         sample.fields[self.name] = {"attempts": tries}
         if failure:

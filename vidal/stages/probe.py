@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import urllib.request
 from dataclasses import dataclass
 
 import fsspec
 import pyarrow as pa
 
-from vidal.io.sources import REMOTE_SCHEMES
+from vidal import net
+from vidal.io.sources import REMOTE_SCHEMES, VIDEO_EXTENSIONS
 from vidal.media.ffmpeg import MediaError
 from vidal.media.probe import probe
 from vidal.sample import Sample
@@ -71,13 +71,20 @@ class ProbeStage(MediaStage):
         return None
 
     def _fetch(self, sample: Sample) -> str:
-        """Copy a remote source into the store once, with a size cap enforced while reading."""
-        suffix = os.path.splitext(sample.source.split("?")[0])[1][:8] or ".mp4"
-        rel = payload_path(self.name, sample, suffix)
-        src = _open_remote(sample.source, self.fetch_timeout)
+        """Copy a remote source into the store once, with a size cap enforced while reading.
+
+        The copy keeps the URL's extension only when it is a video container's, so a name
+        like `x.m3u8` never picks a playlist demuxer; a text body (playlist, manifest, page)
+        is refused from its first bytes."""
+        suffix = os.path.splitext(sample.source.split("?")[0])[1][:8].lower()
+        rel = payload_path(self.name, sample, suffix if suffix in VIDEO_EXTENSIONS else ".bin")
+        policy = net.UrlPolicy(allow_private=getattr(self.ctx, "allow_private_addresses", False))
+        src = _open_remote(sample.source, self.fetch_timeout, policy)
         with self.store.staging(rel) as tmp, src, open(tmp, "wb") as dst:
             copied = 0
             while chunk := src.read(1 << 20):
+                if not copied and (kind := net.text_body(chunk)):
+                    raise MediaError("not_media", f"{kind}, not a media container")
                 copied += len(chunk)
                 if copied > self.max_bytes:
                     raise MediaError("too_large", f"more than {self.max_bytes} bytes")
@@ -85,11 +92,14 @@ class ProbeStage(MediaStage):
         return rel
 
 
-def _open_remote(uri: str, timeout: float):
+def _open_remote(uri: str, timeout: float, policy: net.UrlPolicy):
+    """http(s) through the URL policy (vidal.net); object stores through fsspec."""
     try:
         if uri.lower().startswith(("http://", "https://")):
-            request = urllib.request.Request(uri, headers={"User-Agent": "vidal"})
-            return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (scheme checked)
+            return net.open_url(uri, policy, timeout)
         return fsspec.open(uri, "rb").open()
+    except net.UrlRefused as exc:
+        raise MediaError(net.UrlRefused.reason, exc.detail) from None
     except OSError as exc:
-        raise MediaError("network", f"cannot fetch {uri[:120]}: {exc}") from exc
+        detail = net.redact_text(f"cannot fetch {net.redact(uri)[:120]}: {exc}")
+        raise MediaError("network", detail) from None
