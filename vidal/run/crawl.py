@@ -297,11 +297,7 @@ class Crawl:
         return {s.key: s for s in map(Sample.from_json, records)}
 
     def run_stage(self, stage, samples: list[Sample]) -> list[Sample]:
-        rows = [{"key": s.key, "shard": 0, "record": s.to_json()} for s in samples]
-        if not rows:
-            return []
-        out = self.runner.run([stage], self.ctx, rows)
-        return [Sample.from_json(r["record"]) for r in out]
+        return self.runner.map_samples(stage, self.ctx, samples) if samples else []
 
     # search ------------------------------------------------------------------------------
     def unsearched(self, term_list: list[str], retry_failed: bool) -> list[Sample]:

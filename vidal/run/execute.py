@@ -56,8 +56,20 @@ def process_guarded(stage: Stage, samples: list[Sample]) -> list[Sample]:
     return out
 
 
+def apply_stage(batch: dict, stage: Stage, ctx: StageContext) -> dict:
+    """A batch function for one stage alone (the crawl's search and download waves)."""
+    samples = [Sample.from_json(r) for r in batch["record"]]
+    by_key = {s.key: s for s in process_guarded(ready_stage(stage, ctx), samples)}
+    records = [by_key[k].to_json() for k in batch["key"]]
+    return {**batch, "record": np.array(records, dtype=object)}
+
+
 class LocalRunner:
     """Runs a pass in this process, shard by shard: for debugging and small tests."""
+
+    def map_samples(self, stage: Stage, ctx: StageContext, samples: list[Sample]) -> list:
+        batch = _columns(samples)
+        return _samples(_in_batches(lambda b: apply_stage(b, stage, ctx), batch, stage.batch_size))
 
     def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
         from vidal.run.stream import ShardTracker, StageStep, read_shard
@@ -83,6 +95,17 @@ class LocalRunner:
 
     def shutdown(self) -> None:
         return None
+
+
+def _columns(samples: list[Sample]) -> dict:
+    return {
+        "key": np.array([s.key for s in samples], dtype=object),
+        "record": np.array([s.to_json() for s in samples], dtype=object),
+    }
+
+
+def _samples(batch: dict) -> list[Sample]:
+    return [Sample.from_json(r) for r in batch["record"]]
 
 
 def _in_batches(step, batch: dict, size: int) -> dict:

@@ -33,6 +33,16 @@ def _named_step(step):
     return fn
 
 
+class _OneStage:
+    def __init__(self, stage, ctx: StageContext):
+        self.stage, self.ctx = stage, ctx
+
+    def __call__(self, batch: dict) -> dict:
+        from vidal.run.execute import apply_stage
+
+        return apply_stage(batch, self.stage, self.ctx)
+
+
 class StageActor:
     """Holds one stage for the life of the actor: its model loads on the first batch that
     needs it and stays loaded for the whole pass, across every shard."""
@@ -98,6 +108,20 @@ class RayRunner:
                 pass
         self.last_dataset = ds  # for its execution stats (ds.stats())
         return ray.get(tracker.failure.remote())
+
+    def map_samples(self, stage, ctx: StageContext, samples: list) -> list:
+        """One stage over a list of samples (the crawl's waves): records in, records out."""
+        from vidal.run.execute import _columns, _samples
+
+        rows = _columns(samples)
+        items = [{"key": k, "record": r} for k, r in zip(rows["key"], rows["record"], strict=True)]
+        ds = self.ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+        common = dict(batch_size=stage.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
+        fn = _named_step(_OneStage(stage, ctx))
+        out = {"key": [], "record": []}
+        for batch in ds.map_batches(fn, **common).iter_batches(batch_format="numpy"):
+            out["record"].extend(batch["record"])
+        return _samples(out)
 
     def _map(self, ds, step):
         stage = step.stage
