@@ -17,6 +17,7 @@ from vidal.crawl.filters import TextFilter
 from vidal.crawl.terms import TermsConfig
 from vidal.stages import STAGES, Stage
 from vidal.stages.audio import AudioStage
+from vidal.stages.audio_caption import AudioCaptionStage
 from vidal.stages.captions import CaptionsStage
 from vidal.stages.clip import ClipStage
 from vidal.stages.dedup import DedupStage
@@ -87,6 +88,7 @@ class Config:
     infrared: InfraredStage = field(default_factory=InfraredStage)
     captions: CaptionsStage = field(default_factory=CaptionsStage)
     enhance: EnhanceStage = field(default_factory=EnhanceStage)
+    audio_caption: AudioCaptionStage = field(default_factory=AudioCaptionStage)
     pack: PackConfig = field(default_factory=PackConfig)
     crawl: CrawlConfig = field(default_factory=CrawlConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -151,7 +153,8 @@ def _validate(config: Config) -> None:
         problem = stage.check()
         if problem:
             raise ConfigError(problem)
-    for stage in (config.captions, config.enhance):  # prompts are files: check those in use
+    # prompts are files: check those in use
+    for stage in (config.captions, config.enhance, config.audio_caption):
         problem = stage.check() if stage.name in config.stages else None
         if problem:
             raise ConfigError(problem)

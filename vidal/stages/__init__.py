@@ -1,6 +1,7 @@
 """One file per stage; this registry maps stage names to their classes."""
 
 from vidal.stages.audio import AudioStage
+from vidal.stages.audio_caption import AudioCaptionStage
 from vidal.stages.base import Stage, StageContext
 from vidal.stages.captions import CaptionsStage
 from vidal.stages.clip import ClipStage
@@ -25,6 +26,7 @@ STAGES: dict[str, type[Stage]] = {
         InfraredStage,
         CaptionsStage,
         EnhanceStage,
+        AudioCaptionStage,
     )
 }
 
