@@ -60,3 +60,26 @@ def raw_caption(title: str, hashtags: list[str]) -> str:
     """LanguageBind's `raw` view: the title followed by its hashtags."""
     missing = [t for t in hashtags if t.lower() not in title.lower()]
     return " ".join([title, *missing]).strip()
+
+
+def given_views(meta: dict) -> dict:
+    """Text views that came with the source: a manifest's `text_views` column (an object of
+    view -> text or list of texts, e.g. LanguageBind's released captions; KEY.json `extra`
+    keeps the original). Untrusted, so cleaned; a view a stage computes replaces it."""
+    given = (meta.get("extra") or {}).get("text_views")
+    if isinstance(given, str):  # a CSV/JSONL manifest carries it as JSON text
+        import json
+
+        try:
+            given = json.loads(given)
+        except ValueError:
+            return {}
+    if not isinstance(given, dict):
+        return {}
+    views = {}
+    for name, value in given.items():
+        if isinstance(value, str) and clean_text(value):
+            views[str(name)] = clean_text(value, 4000)
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            views[str(name)] = [clean_text(v, 4000) for v in value]
+    return views

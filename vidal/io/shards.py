@@ -19,7 +19,7 @@ import pyarrow as pa
 from vidal import __version__
 from vidal.run.store import Store
 from vidal.sample import Sample, error_reason
-from vidal.text import raw_caption
+from vidal.text import given_views, raw_caption
 
 TAR_MTIME = 1_700_000_000  # fixed, so the same samples always give the same tar bytes
 
@@ -29,7 +29,7 @@ def shard_name(shard: int) -> str:
 
 
 def text_views(sample: Sample) -> dict:
-    views = dict(sample.fields.get("captions", {}).get("views", {}))
+    views = {**given_views(sample.meta), **sample.fields.get("captions", {}).get("views", {})}
     views.setdefault(
         "raw", raw_caption(sample.meta.get("title", ""), sample.meta.get("hashtags", []))
     )
