@@ -45,10 +45,11 @@ def add_parsers(sub) -> None:
 
 def dispatch(args) -> int:
     from vidal.io.languagebind import ExportError
+    from vidal.io.languagebind_import import ReleaseError
 
     try:
         report = _run(args)
-    except ExportError as exc:
+    except (ExportError, ReleaseError) as exc:
         print(f"vidal: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=1))

@@ -61,6 +61,10 @@ SCHEMA = pa.schema(
 RELEASED = {"video_caption": "mplug", "enhanced": "polish_mplug", "audio_caption": "sound_mplug"}
 
 
+class ReleaseError(ValueError):
+    """The file is not LanguageBind's annotation JSON (one sentence for the user)."""
+
+
 def import_languagebind(annotations: str | Path, out: str | Path) -> dict:
     """Stream `annotations` into the manifest `out` (parquet); returns the counts."""
     import ijson
@@ -80,9 +84,12 @@ def import_languagebind(annotations: str | Path, out: str | Path) -> dict:
                     writer.write_table(pa.Table.from_pylist(rows, SCHEMA))
                     rows = []
             writer.write_table(pa.Table.from_pylist(rows, SCHEMA))
+        if not counts:
+            raise ReleaseError(f"{annotations} holds no {{id: entry}} object: nothing to import")
         os.replace(tmp, out)
     except ijson.JSONError as exc:
-        raise ValueError(f"{annotations} is not LanguageBind's annotation JSON: {exc}") from None
+        why = str(exc).strip().splitlines()[0]
+        raise ReleaseError(f"{annotations} is not LanguageBind's annotation JSON ({why})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return {"manifest": str(out), **counts}
