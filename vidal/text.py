@@ -26,8 +26,12 @@ def clean_text(text: object, max_chars: int = 1000) -> str:
     `max_chars` long (cut at a word boundary when there is one near the end)."""
     if text is None:
         return ""
-    text = unicodedata.normalize("NFKC", str(text)).translate(_INVISIBLE)
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cs", "Co") else c for c in text)
+    text = str(text)
+    # printable ASCII is already NFKC and has no invisible or control characters: skip the
+    # per-character pass (the bulk of a 10M-caption import's time)
+    if not (text.isascii() and text.isprintable()):
+        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+        text = "".join(" " if unicodedata.category(c) in ("Cc", "Cs", "Co") else c for c in text)
     text = _SPACES.sub(" ", text).strip()
     if len(text) > max_chars:
         cut = text.rfind(" ", max_chars - 50, max_chars)

@@ -36,7 +36,7 @@ from vidal.text import clean_text
 PROVENANCE = "languagebind-release"
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]{6,64}")  # YouTube's are 11; a little slack for others
 MAX_TEXT = 4000
-ROWS_PER_GROUP = 50_000
+ROWS_PER_GROUP = 10_000
 VIEWS = pa.struct(
     [
         ("raw", pa.string()),
