@@ -145,11 +145,15 @@ def relative_depth_sample() -> dict[str, bytes]:
     return {"json": json.dumps(meta).encode(), "mp4": b"x", "depth.png": png.getvalue()}
 
 
-def test_relative_depth_is_refused_with_one_sentence_unless_converted(tmp_path):
-    shard = write_shard(tmp_path / "vidal-00000.tar", {"rel": relative_depth_sample()})
+def test_relative_depth_is_refused_with_one_sentence_unless_converted(tmp_path, capsys):
+    (tmp_path / "data" / "shards").mkdir(parents=True)
+    shard = write_shard(tmp_path / "data/shards/vidal-00000.tar", {"rel": relative_depth_sample()})
     with pytest.raises(ExportError, match="LanguageBind reads metric millimetres") as caught:
         export_languagebind([shard], tmp_path / "refused", upstream="148c444")
     assert "\n" not in str(caught.value) and "tiny:dpt" in str(caught.value)
+    args = ["export", "languagebind-wds", "--dataset", str(tmp_path / "data")]
+    assert main([*args, "--to", str(tmp_path / "refused")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # one sentence
     assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
     dest = tmp_path / "converted"
     report = export_languagebind([shard], dest, upstream="148c444", relative_depth="0.5,10")

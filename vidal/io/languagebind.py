@@ -124,10 +124,11 @@ def depth_mm(png: bytes, meta: dict, near_far: tuple[float, float] | None) -> li
 
 def refuse_relative_depth(shards: list[str]) -> None:
     """ExportError when the dataset's depth is relative; the first sample with depth tells
-    (one depth model makes a build's depth), so nothing has been written yet."""
+    (one depth model makes a build's depth), so nothing has been written yet. Only the first
+    shard is read: should it hold no depth, a relative map later stops the export there."""
     import webdataset as wds
 
-    for sample in wds.WebDataset(shards, shardshuffle=False, empty_check=False):
+    for sample in wds.WebDataset(shards[:1], shardshuffle=False, empty_check=False):
         try:
             depth = json.loads(sample["json"]).get("depth") or {}
         except (KeyError, ValueError, AttributeError):
