@@ -81,7 +81,12 @@ def test_sound_mplug_is_the_audio_caption(lb_dataset, exported):
             assert entry["sound_mplug"] == text["audio_caption"] != text["raw"]
         else:  # no audio, no audio caption: filled with raw and counted
             assert "audio_caption" not in text and entry["sound_mplug"] == entry["raw"]
-    assert report["views_filled_with_raw"]["sound_mplug"] == 3
+    # the build ran no caption stage: every other view is raw, counted per view
+    filled = {"mplug": 6, "polish_mplug": 6, "sound_mplug": 3, "ofa": 6}
+    assert report["views_filled_with_raw"] == filled
+    for entry in annotations.values():
+        assert entry["mplug"] == entry["raw"] and entry["ofa"] == [entry["raw"]] * 8
+        assert entry["polish_mplug"].startswith("In the video, ")
     assert report["upstream"] == "7070c53" and report["samples"] == 6 and report["audio"] == 3
 
 
