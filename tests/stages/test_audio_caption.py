@@ -148,8 +148,49 @@ def test_without_the_audio_stage_samples_fail_with_the_reason(tmp_path):
         ("audio_caption.tagger=tiny:nope", "audio_caption.tagger"),
         ("audio_caption.llm.model=tiny:blip", "audio_caption.llm"),
         ("audio_caption.top_k=0", "top_k"),
+        ("audio_caption.asr=tiny:llama", "audio_caption.asr"),
     ],
 )
 def test_config_errors_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         tiny_config(override)
+
+
+def test_asr_speech_view_one_generate_per_batch_and_whisper_loops_rejected(dataset):
+    config = tiny_config(
+        "audio_caption.asr=tiny:whisper", "audio_caption.asr_decoding.max_new_tokens=12"
+    )
+    stage = copy.deepcopy(config.audio_caption)
+    stage.setup(StageContext(str(dataset)))
+    whisper = stage.ready["speech"].net.model
+    calls, generate = [], whisper.generate
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs["input_features"].shape[0])
+        return generate(*args, **kwargs)
+
+    whisper.generate = counted
+    samples = audio_samples(dataset)
+    real = stage.process_batch(copy.deepcopy(samples))
+    assert calls == [3]  # the real tiny model, once for the batch
+    for sample in real:  # random weights: a transcript, or a loop that was rejected
+        views, rejected = sample.fields["captions"]["views"], sample.fields["captions"]
+        assert "speech" in views or rejected["rejected"]["speech"][0].startswith("loop:")
+        assert sample.lineage["audio_caption"]["views"]["speech"]["model"] == "tiny:whisper"
+    said = ["a man says hello to the camera", "", "la la la la la la la la la la la la"]
+    stage.ready["speech"].net.transcribe = lambda waves, decoding: said[: len(waves)]
+    prompts = []
+
+    def llm(batch_prompts, decoding):
+        prompts.extend(batch_prompts)
+        return ["The soundtrack has a voice."] * len(batch_prompts)
+
+    stage.ready["audio_caption"].net.generate = llm
+    first, silent, looping = stage.process_batch(copy.deepcopy(samples))
+    assert first.fields["captions"]["views"]["speech"] == said[0]
+    assert "Speech heard: a man says hello to the camera" in prompts[0]
+    assert "speech" not in silent.fields["captions"]["views"]
+    assert "Speech heard: none" in prompts[1] and "rejected" not in silent.fields["captions"]
+    assert "speech" not in looping.fields["captions"]["views"]
+    assert looping.fields["captions"]["rejected"]["speech"][0].startswith("loop:")
+    assert config.audio_caption.model["speech"] == "transformers:tiny:whisper"

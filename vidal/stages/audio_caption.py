@@ -1,6 +1,6 @@
 """audio_caption: what the soundtrack sounds like, as text (LanguageBind's `sound_mplug`).
 
-Two views in KEY.json `text`:
+Views in KEY.json `text`:
   audio_tags     the sound events an audio tagger hears (AudioSet classes from an Audio
                  Spectrogram Transformer through transformers; `tiny:ast` for tests), best
                  first: "Speech, Music, Dog"
@@ -9,6 +9,9 @@ Two views in KEY.json `text`:
                  `pipelines/prompts/audio_caption.txt`; backends, guardrails and lineage as in
                  the `enhance` stage); without it, or when the guardrails reject the LLM's
                  output, the tag sentence "Sounds: speech, music, dog."
+  speech         with `asr` set (a Whisper-class model; `tiny:whisper` for tests), what is said,
+                 one batched `generate` per batch; also given to the LLM. An empty transcript
+                 or one the guardrails reject (Whisper loops on music) gives no view.
 
 It reads the `audio` stage's 16 kHz FLAC, so `audio` runs before it. A clip without audio gets
 neither view (and no error); one whose audio the tagger cannot read fails with the reason.
@@ -21,7 +24,7 @@ from dataclasses import dataclass, field
 
 from vidal.media.audio import read_waveform
 from vidal.media.ffmpeg import MediaError
-from vidal.models.generate import Decoding
+from vidal.models.generate import Decoding, check_model
 from vidal.models.resolve import check_reference
 from vidal.sample import Sample
 from vidal.stages.captions import (
@@ -31,7 +34,25 @@ from vidal.stages.captions import (
     prompt_values,
     render,
 )
-from vidal.text_guard import Guard
+from vidal.text_guard import Guard, clean_output, loop
+
+
+class SpeechRunner:
+    """The ASR model, loaded; records itself in the lineage like a ModelRunner."""
+
+    def __init__(self, ref: str, precision: str, decoding: Decoding):
+        from vidal.models.speech import SpeechRecognizer
+
+        self.net = SpeechRecognizer.load(ref, precision)
+        self.ref, self.decoding = ref, decoding
+
+    def record(self) -> dict:
+        return {
+            "backend": "transformers",
+            "model": self.ref,
+            "revision": self.net.revision,
+            "decoding": self.decoding.record(),
+        }
 
 
 class TaggerRunner:
@@ -72,6 +93,8 @@ class AudioCaptionStage(GenerativeStage):
     top_k: int = 5
     min_score: float = 0.1
     rewrite: bool = True  # an LLM turns the tags (+ title, video caption) into a sentence
+    asr: str = ""  # a Whisper-class model reference: the `speech` view; "" = no ASR
+    asr_decoding: Decoding = field(default_factory=lambda: Decoding(max_new_tokens=96))
     llm: Generator = field(
         default_factory=lambda: Generator(
             model="Qwen/Qwen2.5-7B-Instruct",
@@ -87,6 +110,8 @@ class AudioCaptionStage(GenerativeStage):
     def model(self) -> dict:
         """The models per view (dataset.json `models`)."""
         models = {"audio_tags": f"transformers:{self.tagger}"}
+        if self.asr:
+            models["speech"] = f"transformers:{self.asr}"
         if self.rewrite:
             models["audio_caption"] = f"{self.llm.backend}:{self.llm.model}"
         return models
@@ -97,6 +122,10 @@ class AudioCaptionStage(GenerativeStage):
             return f"audio_caption.tagger: {problem}"
         if self.top_k < 1 or not 0 <= self.min_score <= 1:
             return "audio_caption: top_k must be >= 1 and min_score in [0, 1]"
+        if self.asr:
+            problem = check_model(self.asr, ("whisper",)) or self.asr_decoding.check()
+            if problem:
+                return f"audio_caption.asr: {problem}"
         if self.rewrite:
             problem = self.llm.check("audio_caption.llm", ("llama",))
             if problem:
@@ -109,6 +138,10 @@ class AudioCaptionStage(GenerativeStage):
     def runners(self) -> dict:
         tagger = TaggerRunner(self.tagger, self.precision, self.top_k, self.min_score)
         ready = {"audio_tags": tagger}
+        if self.asr:
+            ready["speech"] = SpeechRunner(self.asr, self.precision, self.asr_decoding)
+            if ready["speech"].net.sample_rate != tagger.net.sample_rate:
+                raise ValueError("the tagger and the ASR model hear different sample rates")
         if self.rewrite:
             ready["audio_caption"] = ModelRunner(self.llm, "text", self.precision)
         return ready
@@ -122,14 +155,17 @@ class AudioCaptionStage(GenerativeStage):
         items = [(s, w) for s in todo if (w := self._waveform(s)) is not None]
         if not items:
             return batch
-        tags = self.ready["audio_tags"].tags([w for _, w in items])
-        samples = [s for s, _ in items]
-        texts, prompts = self._rewrite(samples, tags) if self.rewrite else (None, None)
+        samples, waves = [s for s, _ in items], [w for _, w in items]
+        tags = self.ready["audio_tags"].tags(waves)
+        speech = self._speech(samples, waves)
+        texts, prompts = self._rewrite(samples, tags, speech) if self.rewrite else (None, None)
         for i, sample in enumerate(samples):
 
             def fill(sample, i=i):
                 views = sample.fields.setdefault("captions", {}).setdefault("views", {})
                 views["audio_tags"] = ", ".join(label for label, _ in tags[i])
+                if speech[i]:
+                    views["speech"] = speech[i]
                 fallback = tag_sentence(tags[i])
                 views["audio_caption"] = (
                     self.guarded(sample, "audio_caption", texts[i], prompts[i], fallback)
@@ -140,6 +176,30 @@ class AudioCaptionStage(GenerativeStage):
 
             self.run_views(sample, fill)
         return batch
+
+    def _speech(self, samples: list[Sample], waves) -> list[str]:
+        """Per sample, the transcript that passed the guardrails, or ""."""
+        runner = self.ready.get("speech")
+        if runner is None:
+            return [""] * len(samples)
+        texts = runner.net.transcribe(waves, runner.decoding)
+        return [self._guard_speech(s, t) for s, t in zip(samples, texts, strict=True)]
+
+    def _guard_speech(self, sample: Sample, text: str) -> str:
+        """A transcript is what people said, not an assistant's answer: only Whisper's failure
+        modes are rejected (loops on music, runaway length); silence is simply no view."""
+        text = clean_output(text)
+        guard = self.guard
+        problem = loop(text, guard.loop_ngram, guard.loop_max_repeats, guard.loop_min_distinct)
+        if problem is None and len(text) > guard.max_chars:
+            problem = f"too_long: {len(text)} chars > {guard.max_chars}"
+        elif problem is not None:
+            problem = f"loop: {problem}"
+        if problem and text:
+            captions = sample.fields.setdefault("captions", {})
+            captions.setdefault("rejected", {}).setdefault("speech", []).append(problem)
+            return ""
+        return text
 
     def _has_audio(self, sample: Sample) -> bool:
         audio = sample.fields.get("audio")
@@ -159,11 +219,13 @@ class AudioCaptionStage(GenerativeStage):
             sample.fail(self.name, "audio_unreadable", f"{type(exc).__name__}: {exc}")
         return None
 
-    def _rewrite(self, samples: list[Sample], tags) -> tuple[list, list[str]]:
+    def _rewrite(self, samples: list[Sample], tags, speech) -> tuple[list, list[str]]:
         runner = self.ready["audio_caption"]
         prompts = [
-            render(runner.template, **prompt_values(s), audio_tags=_tag_list(t))
-            for s, t in zip(samples, tags, strict=True)
+            render(
+                runner.template, **prompt_values(s), audio_tags=_tag_list(t), speech=said or "none"
+            )
+            for s, t, said in zip(samples, tags, speech, strict=True)
         ]
         decoding = runner.spec.decoding
         if runner.net is not None:
