@@ -123,9 +123,13 @@ def test_released_texts_survive_crawl_build_and_languagebind_export(manifest, cl
     assert build(config, str(crawl_out / "crawl.parquet"), str(out), quiet=True).exit_code == 0
     dest = tmp_path / "lb"
     args = ["export", "languagebind", "--dataset", str(out), "--to", str(dest)]
-    assert main([*args, "--upstream", "148c444"]) == 0
+    assert main([*args, "--upstream", "148c444", "--ids", "youtube"]) == 0
     annotations = json.loads((dest / "annotations.json").read_text())
     assert len(annotations) == 6
+    safe = [v for v in IDS if v[0] not in "-_"]  # the others keep their sample keys
+    assert set(safe) < set(annotations) and len(set(annotations) - set(safe)) == 2
+    assert json.loads((dest / "export.json").read_text())["ids_kept_sample_key"] == 2
+    assert all((dest / "vidal" / f"{v}.mp4").is_file() for v in safe)
     by_mplug = {entry["mplug"]: entry for entry in annotations.values()}
     for k in range(6):
         released = released_entry(k)

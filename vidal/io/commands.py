@@ -24,6 +24,12 @@ def add_parsers(sub) -> None:
         help="LanguageBind version whose paths to write (148c444: the Nov 2023 layout)",
     )
     export.add_argument(
+        "--ids",
+        default="key",
+        choices=["key", "youtube"],
+        help="languagebind: the id of each sample: its key, or the imported YouTube id",
+    )
+    export.add_argument(
         "--relative-depth",
         metavar="NEAR,FAR",
         help="convert relative depth to mm: the clip's nearest point at NEAR m, farthest at FAR",
@@ -71,4 +77,6 @@ def _run(args) -> dict:
         return export_languagebind_wds(shards, args.to, require, args.relative_depth)
     from vidal.io.export import export_languagebind
 
-    return export_languagebind(shards, args.to, args.folder, args.upstream, args.relative_depth)
+    return export_languagebind(
+        shards, args.to, args.folder, args.upstream, args.relative_depth, args.ids
+    )

@@ -44,6 +44,7 @@ from vidal.media.frames import sample_keyframes
 CURRENT, OLD = "7070c53", "148c444"
 UPSTREAMS = (CURRENT, OLD)
 MODALITIES = ("depth", "thermal", "audio")
+IDS = ("key", "youtube")
 MAX_ERRORS_SHOWN = 20
 
 
@@ -54,6 +55,7 @@ class Layout:
     root: Path
     folder: str
     upstream: str = CURRENT
+    ids: str = "key"  # key: the sample key; youtube: KEY.json extra.youtube_id when it is safe
 
     def video_folder(self) -> Path:
         suffix = "_resize256_skip15" if self.upstream == CURRENT else ""
@@ -83,6 +85,7 @@ def export_languagebind(
     folder: str = "vidal",
     upstream: str = CURRENT,
     relative_depth: str | None = None,
+    ids: str = "key",
 ) -> dict:
     """Export every sample of `shards`; returns (and writes to DEST/export.json) the report."""
     import webdataset as wds
@@ -91,7 +94,9 @@ def export_languagebind(
         raise lb.ExportError(f"--folder {folder!r} is not a safe name ([A-Za-z0-9][A-Za-z0-9_-]*)")
     if upstream not in UPSTREAMS:
         raise lb.ExportError(f"--upstream must be one of {UPSTREAMS}, got {upstream!r}")
-    layout = Layout(Path(dest), folder, upstream)
+    if ids not in IDS:
+        raise lb.ExportError(f"--ids must be one of {IDS}, got {ids!r}")
+    layout = Layout(Path(dest), folder, upstream, ids)
     near_far = lb.parse_near_far(relative_depth)
     if near_far is None:
         lb.refuse_relative_depth(shards)  # before anything is written
@@ -147,6 +152,7 @@ def _export_one(sample: dict, layout: Layout, near_far, files, report: Report) -
     try:
         key = lb.safe_key(key)
         meta = _meta(sample)
+        key = _export_id(key, meta, layout, report)
         _write_video(sample, meta, layout, key)
     except (lb.SampleError, MediaError) as exc:
         report.error(key, "video", exc)
@@ -165,6 +171,19 @@ def _export_one(sample: dict, layout: Layout, near_far, files, report: Report) -
             if isinstance(exc, lb.ExportError):
                 raise
             report.error(key, modality, exc)
+
+
+def _export_id(key: str, meta: dict, layout: Layout, report: Report) -> str:
+    """The id LanguageBind sees: the sample key, or (`--ids youtube`, for datasets built
+    from `vidal import languagebind`) the released YouTube id, when it is a safe key too; ids
+    starting with `-` or `_` are not, and keep the sample key (counted)."""
+    if layout.ids != "youtube":
+        return key
+    video_id = (meta.get("extra") or {}).get("youtube_id")
+    if is_safe_key(video_id):
+        return video_id
+    report.counts["ids_kept_sample_key"] += 1
+    return key
 
 
 def _meta(sample: dict) -> dict:
