@@ -49,11 +49,9 @@ def _train_parsers(sub) -> None:
     evaluate.add_argument("--checkpoint", required=True)
     evaluate.add_argument("--data", help="held-out shards: text<->modality retrieval")
     evaluate.add_argument("--classify", help="folder/<label>/<files>: zero-shot classification")
-    export = sub.add_parser("export", help="write a dataset in another tool's layout")
-    export.add_argument("format", choices=["languagebind"])
-    export.add_argument("--dataset", required=True, help="the build's output folder")
-    export.add_argument("--to", required=True, help="destination folder")
-    export.add_argument("--folder", default="vidal", help="LanguageBind's `folder` name")
+    from vidal.io.commands import add_parsers as add_languagebind_parsers
+
+    add_languagebind_parsers(sub)  # `vidal export`, `vidal import`
 
 
 def _train_job(args) -> int:
@@ -77,15 +75,9 @@ def _train_job(args) -> int:
     if args.command == "eval":
         print_summary(run_eval(args.checkpoint, args.data, args.classify))
         return 0
-    import glob
+    from vidal.io.commands import dispatch as languagebind_dispatch
 
-    from vidal.io.export import export_languagebind
-
-    shards = sorted(glob.glob(f"{args.dataset}/shards/vidal-*.tar"))
-    if not shards:
-        raise FileNotFoundError(f"no shards under {args.dataset}/shards/")
-    print(export_languagebind(shards, args.to, args.folder))
-    return 0
+    return languagebind_dispatch(args)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -200,7 +192,7 @@ def _dispatch(args) -> int:
         from vidal.train.infrared import run as train_infrared
 
         return train_infrared(args)
-    if args.command in ("train", "eval", "export"):
+    if args.command in ("train", "eval", "export", "import"):
         return _train_job(args)
     if args.command in ("terms", "crawl"):
         from vidal.run.crawl import dispatch as crawl_dispatch

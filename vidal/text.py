@@ -26,8 +26,12 @@ def clean_text(text: object, max_chars: int = 1000) -> str:
     `max_chars` long (cut at a word boundary when there is one near the end)."""
     if text is None:
         return ""
-    text = unicodedata.normalize("NFKC", str(text)).translate(_INVISIBLE)
-    text = "".join(" " if unicodedata.category(c) in ("Cc", "Cs", "Co") else c for c in text)
+    text = str(text)
+    # printable ASCII is already NFKC and has no invisible or control characters: skip the
+    # per-character pass (the bulk of a 10M-caption import's time)
+    if not (text.isascii() and text.isprintable()):
+        text = unicodedata.normalize("NFKC", text).translate(_INVISIBLE)
+        text = "".join(" " if unicodedata.category(c) in ("Cc", "Cs", "Co") else c for c in text)
     text = _SPACES.sub(" ", text).strip()
     if len(text) > max_chars:
         cut = text.rfind(" ", max_chars - 50, max_chars)
@@ -62,9 +66,33 @@ def raw_caption(title: str, hashtags: list[str]) -> str:
     return " ".join([title, *missing]).strip()
 
 
+def given_views(meta: dict) -> dict:
+    """Text views that came with the source: a manifest's `text_views` column (an object of
+    view -> text or list of texts, e.g. LanguageBind's released captions; KEY.json `extra`
+    keeps the original). Untrusted, so cleaned; a view a stage computes replaces it."""
+    given = (meta.get("extra") or {}).get("text_views")
+    if isinstance(given, str):  # a CSV/JSONL manifest carries it as JSON text
+        import json
+
+        try:
+            given = json.loads(given)
+        except ValueError:
+            return {}
+    if not isinstance(given, dict):
+        return {}
+    views = {}
+    for name, value in given.items():
+        if isinstance(value, str) and clean_text(value):
+            views[str(name)] = clean_text(value, 4000)
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            views[str(name)] = [clean_text(v, 4000) for v in value]
+    return views
+
+
 def text_views(sample) -> dict:
-    """A sample's text views: the caption stages' (`fields["captions"]["views"]`) and `raw`."""
-    views = dict(sample.fields.get("captions", {}).get("views", {}))
+    """A sample's text views: the caption stages' (`fields["captions"]["views"]`), the
+    views the source came with (`given_views`) where no stage made them, and `raw`."""
+    views = {**given_views(sample.meta), **sample.fields.get("captions", {}).get("views", {})}
     views.setdefault(
         "raw", raw_caption(sample.meta.get("title", ""), sample.meta.get("hashtags", []))
     )

@@ -1,128 +1,115 @@
-"""`vidal export languagebind`: a built dataset in LanguageBind's own training layout, checked
-by building every path the way LanguageBind's VAT_dataset does (data/base_datasets.py):
-
-    opj(data_root, folder, f'{id}.mp4')                                   video
-    opj(data_root, folder, f'{id}_depth_f8glpn_folder'), f'{k}.png'       depth, k in 0..7
-    opj(data_root, folder, f'{id}_thermal_folder'), f'{k}.jpg'            thermal, k in 0..7
-    opj(data_root, folder + '_ffmpeg_mp3', f'{id}.mp3')                   audio
-    annotations[id][text_type], annotations[id]['ofa'][k]                 text
-"""
+"""`vidal export languagebind`, checked by LanguageBind's reading logic (re-implemented in
+tests/io/languagebind_reader.py from its code's facts) over an export of a built dataset with
+every modality: every sample loads in every modality it has."""
 
 from __future__ import annotations
 
 import io
 import json
-import tarfile
-from os.path import join as opj
+import random
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile
 from PIL import Image
 
+from tests.io import languagebind_reader as lb_reader
+from tests.io.conftest import shard_members, write_shard
 from vidal.cli import main
-from vidal.config import load_config
 from vidal.io.export import export_languagebind
-from vidal.run.jobs import build
-
-TEXT_TYPES = ["raw", "mplug", "polish_mplug", "sound_mplug"]  # + 'ofa', a list of 8
+from vidal.io.languagebind import ExportError
 
 
 @pytest.fixture(scope="module")
-def dataset(clip_bank, tmp_path_factory) -> Path:
-    """The clip bank (3 clips with audio, 3 without) built with keyframes, depth (tiny GLPN),
-    audio and clips into 2 shards."""
-    out = tmp_path_factory.mktemp("export") / "dataset"
-    stages = "stages=[probe,keyframes,depth,audio,clip]"
-    overrides = ["runner.kind=local", "runner.progress=false", "shards=2", stages]
-    config = load_config("demo", [*overrides, "depth.model=tiny:glpn", "depth.inference_size=64"])
-    assert build(config, str(clip_bank), str(out), quiet=True).exit_code == 0
-    return out
-
-
-def shard_members(dataset: Path) -> dict[str, dict[str, bytes]]:
-    samples: dict[str, dict[str, bytes]] = {}
-    for shard in sorted((dataset / "shards").glob("vidal-*.tar")):
-        with tarfile.open(shard) as tar:
-            for member in tar.getmembers():
-                key, ext = member.name.split(".", 1)
-                samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
-    return samples
-
-
-@pytest.fixture(scope="module")
-def exported(dataset, tmp_path_factory) -> Path:
+def exported(lb_dataset, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("export") / "languagebind"
-    assert main(["export", "languagebind", "--dataset", str(dataset), "--to", str(dest)]) == 0
+    assert main(["export", "languagebind", "--dataset", str(lb_dataset), "--to", str(dest)]) == 0
     return dest
 
 
-def test_annotations_keyed_by_id_with_every_text_type(dataset, exported):
-    samples = shard_members(dataset)
-    annotations = json.loads((exported / "annotations.json").read_text())
+def test_every_sample_loads_in_every_modality_it_has(lb_dataset, exported):
+    samples = shard_members(lb_dataset)
+    root, rng = str(exported), random.Random(0)
+    annotations = lb_reader.load_annotations(f"{root}/annotations.json")
     assert sorted(annotations) == sorted(samples) and len(samples) == 6
-    for key, entry in annotations.items():
-        meta = json.loads(samples[key]["json"])
-        assert entry["folder"] == "vidal"
-        assert entry["raw"] == meta["text"]["raw"]
-        for text_type in TEXT_TYPES:  # LanguageBind: self.id2title_folder_caps[id][text_type]
-            assert isinstance(entry[text_type], str) and entry[text_type]
-        assert len(entry["ofa"]) == 8 and all(isinstance(t, str) for t in entry["ofa"])
-
-
-def test_every_path_languagebind_builds_exists(dataset, exported):
-    samples = shard_members(dataset)
-    annotations = json.loads((exported / "annotations.json").read_text())
-    data_root = str(exported)
-    with_audio = 0
-    for id, entry in annotations.items():  # noqa: A001 (LanguageBind's name)
-        folder = entry["folder"]
-        video_path = opj(data_root, folder, f"{id}.mp4")
-        with av.open(video_path) as container:
-            assert container.streams.video and next(container.decode(video=0)).width > 0
-        assert Path(video_path).read_bytes() == samples[id]["mp4"]
-
-        depth_folder = opj(data_root, folder, f"{id}_depth_f8glpn_folder")
-        tiles = np.asarray(Image.open(io.BytesIO(samples[id]["depth.png"])))
-        meta = json.loads(samples[id]["json"])
-        width = meta["frames"]["width"]
-        assert tiles.dtype == np.uint16 and tiles.shape[1] == 8 * width
-        for random_id in range(8):
-            frame = Image.open(opj(depth_folder, f"{random_id}.png"))
-            values = np.asarray(frame)
-            assert values.dtype == np.uint16  # millimetres, as cv2.IMREAD_UNCHANGED reads them
-            expected = tiles[:, random_id * width : (random_id + 1) * width]
-            assert np.array_equal(values, expected)
-        assert sorted(p.name for p in Path(depth_folder).iterdir()) == [
-            f"{k}.png" for k in range(8)
-        ]
-
-        audio_path = opj(data_root, folder + "_ffmpeg_mp3", f"{id}.mp3")
-        if "flac" in samples[id]:
-            with_audio += 1
-            flac_seconds = soundfile.info(io.BytesIO(samples[id]["flac"])).duration
-            with av.open(audio_path) as container:
-                stream = container.streams.audio[0]
-                assert container.format.name == "mp3" and stream.codec_context.name.startswith(
-                    "mp3"
-                )
-                decoded = sum(f.samples for f in container.decode(audio=0)) / stream.rate
-            assert abs(decoded - flac_seconds) < 0.1
-        else:
-            assert not Path(audio_path).exists()
-    assert with_audio == 3
+    for vid, entry in annotations.items():
+        for text_type in (*lb_reader.TEXT_TYPES, "mix"):
+            assert lb_reader.get_text(entry, text_type, rng)
+        video = lb_reader.load_video_mp4(lb_reader.video_path(root, entry["folder"], vid))
+        assert video.shape[0] == 8 and video.shape[3] == 3
+        frames = lb_reader.load_video_imgs(root, entry["folder"], vid)
+        assert frames.shape[0] == 8
+    with_modality = {
+        "depth": {k for k, s in samples.items() if "depth.png" in s},
+        "thermal": {k for k, s in samples.items() if "ir.png" in s},
+        "audio": {k for k, s in samples.items() if "flac" in s},
+    }
+    assert [len(v) for v in with_modality.values()] == [6, 6, 3]
+    for modality, expected in with_modality.items():
+        listed = lb_reader.load_annotations(f"{root}/annotations_{modality}.json")
+        assert set(listed) == expected  # a sample without it is never listed
+        assert all(listed[vid] == annotations[vid] for vid in listed)
+    for vid in with_modality["depth"]:
+        _check_depth(root, vid, samples[vid])
+    for vid in with_modality["thermal"]:
+        for k in range(8):
+            assert lb_reader.load_thermal(root, "vidal", vid, k).shape[2] == 3
+    for vid in with_modality["audio"]:
+        waveform = lb_reader.load_audio(root, "vidal", vid)
+        flac_seconds = soundfile.info(io.BytesIO(samples[vid]["flac"])).duration
+        assert abs(len(waveform) / 16000 - flac_seconds) < 0.1
     assert not list(exported.rglob(".*"))  # no temp files left behind
 
 
-def ir_and_text_sample(key: str) -> dict[str, bytes]:
-    """A sample as an infrared stage and caption stages would pack it."""
+def _check_depth(root: str, vid: str, members: dict[str, bytes]) -> None:
+    tiles = np.asarray(Image.open(io.BytesIO(members["depth.png"])))
+    width = json.loads(members["json"])["frames"]["width"]
+    for k in range(8):
+        metres = lb_reader.load_depth(root, "vidal", vid, k)
+        expected = tiles[:, k * width : (k + 1) * width].astype(np.float32) / 1000.0
+        assert np.allclose(metres, np.clip(expected, 0.01, 10.0))
+
+
+def test_sound_mplug_is_the_audio_caption(lb_dataset, exported):
+    samples = shard_members(lb_dataset)
+    annotations = json.loads((exported / "annotations.json").read_text())
+    report = json.loads((exported / "export.json").read_text())
+    for vid, entry in annotations.items():
+        text = json.loads(samples[vid]["json"])["text"]
+        if "flac" in samples[vid]:
+            assert entry["sound_mplug"] == text["audio_caption"] != text["raw"]
+        else:  # no audio, no audio caption: filled with raw and counted
+            assert "audio_caption" not in text and entry["sound_mplug"] == entry["raw"]
+    # the build ran no caption stage: every other view is raw, counted per view
+    filled = {"mplug": 6, "polish_mplug": 6, "sound_mplug": 3, "ofa": 6}
+    assert report["views_filled_with_raw"] == filled
+    for entry in annotations.values():
+        assert entry["mplug"] == entry["raw"] and entry["ofa"] == [entry["raw"]] * 8
+        assert entry["polish_mplug"].startswith("In the video, ")
+    assert report["upstream"] == "7070c53" and report["samples"] == 6 and report["audio"] == 3
+
+
+def test_upstream_148c444_keeps_the_old_video_path(lb_dataset, tmp_path):
+    dest = tmp_path / "old"
+    args = ["export", "languagebind", "--dataset", str(lb_dataset), "--to", str(dest)]
+    assert main([*args, "--upstream", "148c444", "--folder", "part1"]) == 0
+    annotations = lb_reader.load_annotations(str(dest / "annotations.json"))
+    for vid, entry in annotations.items():
+        assert entry["folder"] == "part1"
+        path = lb_reader.video_path(str(dest), "part1", vid, upstream="148c444")
+        assert lb_reader.load_video_mp4(path).shape[0] == 8
+    assert not (dest / "part1_resize256_skip15").exists()
+
+
+def ir_and_text_sample() -> dict[str, bytes]:
+    """A sample as the infrared and caption stages would pack it (no clip decode needed
+    with --upstream 148c444)."""
     frames = {"count": 8, "width": 6, "height": 4}
     text = {
         "raw": "raw title #tag",
         "video_caption": "an mplug caption",
-        "enhanced": "a polished caption",
+        "enhanced": "A polished caption",
         "audio_caption": "a sound caption",
         "keyframe_captions": [f"ofa caption {k}" for k in range(8)],
     }
@@ -130,52 +117,75 @@ def ir_and_text_sample(key: str) -> dict[str, bytes]:
     png = io.BytesIO()
     Image.fromarray(tiles).save(png, format="PNG")
     meta = {"title": "raw title", "text": text, "frames": frames}
-    return {"json": json.dumps(meta).encode(), "mp4": b"not decoded here", "ir.png": png.getvalue()}
-
-
-def write_shard(path: Path, samples: dict[str, dict[str, bytes]]) -> str:
-    with tarfile.open(path, "w") as tar:
-        for key, members in samples.items():
-            for ext, data in members.items():
-                info = tarfile.TarInfo(f"{key}.{ext}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    return str(path)
+    return {"json": json.dumps(meta).encode(), "mp4": b"not decoded", "ir.png": png.getvalue()}
 
 
 def test_thermal_frames_and_caption_views(tmp_path):
-    shard = write_shard(tmp_path / "vidal-00000.tar", {"ir-key": ir_and_text_sample("ir-key")})
-    report = export_languagebind([shard], tmp_path / "lb", folder="part1")
+    shard = write_shard(tmp_path / "vidal-00000.tar", {"ir-key": ir_and_text_sample()})
+    report = export_languagebind([shard], tmp_path / "lb", folder="part1", upstream="148c444")
     assert report["thermal"] == 1 and report["samples"] == 1
     filled = report["views_filled_with_raw"]
     assert filled == {"mplug": 0, "polish_mplug": 0, "sound_mplug": 0, "ofa": 0}
-    entry = json.loads((tmp_path / "lb" / "annotations.json").read_text())["ir-key"]
+    entry = json.loads((tmp_path / "lb" / "annotations_thermal.json").read_text())["ir-key"]
     assert entry == {
         "folder": "part1",
         "raw": "raw title #tag",
         "mplug": "an mplug caption",
-        "polish_mplug": "a polished caption",
+        "polish_mplug": "In the video, a polished caption",  # the prefix LanguageBind expects
         "sound_mplug": "a sound caption",
         "ofa": [f"ofa caption {k}" for k in range(8)],
     }
-    thermal_folder = opj(str(tmp_path / "lb"), entry["folder"], "ir-key_thermal_folder")
-    for random_id in range(8):  # LanguageBind: Image.open -> ToTensor -> 3-channel Normalize
-        image = Image.open(opj(thermal_folder, f"{random_id}.jpg"))
+    for k in range(8):
+        image = Image.open(tmp_path / "lb" / "part1" / "ir-key_thermal_folder" / f"{k}.jpg")
         assert image.format == "JPEG" and image.mode == "RGB" and image.size == (6, 4)
-        values = np.asarray(image).astype(int)
-        assert np.abs(values - 30 * random_id).max() <= 2
+        assert np.abs(np.asarray(image).astype(int) - 30 * k).max() <= 2
 
 
-def test_missing_views_are_filled_with_raw_and_counted(dataset, exported, capsys):
-    annotations = json.loads((exported / "annotations.json").read_text())
-    for entry in annotations.values():  # the demo build has titles only
-        assert entry["mplug"] == entry["polish_mplug"] == entry["sound_mplug"] == entry["raw"]
-        assert entry["ofa"] == [entry["raw"]] * 8
+def relative_depth_sample() -> dict[str, bytes]:
+    tiles = np.concatenate([np.full((4, 6), v, dtype=np.uint16) for v in [0, 65535] * 4], axis=1)
+    png = io.BytesIO()
+    Image.fromarray(tiles).save(png, format="PNG")
+    depth = {"relative": True, "encoding": "inverse_depth_minmax", "model": "tiny:dpt"}
+    meta = {"title": "t", "text": {"raw": "t"}, "frames": {"count": 8}, "depth": depth}
+    return {"json": json.dumps(meta).encode(), "mp4": b"x", "depth.png": png.getvalue()}
 
 
-def test_export_of_a_folder_without_shards_exits_2(tmp_path, capsys):
-    assert (
-        main(["export", "languagebind", "--dataset", str(tmp_path), "--to", str(tmp_path / "x")])
-        == 2
-    )
+def test_relative_depth_is_refused_with_one_sentence_unless_converted(tmp_path, capsys):
+    (tmp_path / "data" / "shards").mkdir(parents=True)
+    shard = write_shard(tmp_path / "data/shards/vidal-00000.tar", {"rel": relative_depth_sample()})
+    with pytest.raises(ExportError, match="LanguageBind reads metric millimetres") as caught:
+        export_languagebind([shard], tmp_path / "refused", upstream="148c444")
+    assert "\n" not in str(caught.value) and "tiny:dpt" in str(caught.value)
+    args = ["export", "languagebind-wds", "--dataset", str(tmp_path / "data")]
+    assert main([*args, "--to", str(tmp_path / "refused")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1  # one sentence
+    assert not (tmp_path / "refused").exists() or not any((tmp_path / "refused").iterdir())
+    dest = tmp_path / "converted"
+    report = export_languagebind([shard], dest, upstream="148c444", relative_depth="0.5,10")
+    assert report["depth"] == 1 and report["relative_depth_near_far_m"] == [0.5, 10.0]
+    far = np.asarray(Image.open(dest / "vidal" / "rel_depth_f8glpn_folder" / "0.png"))
+    near = np.asarray(Image.open(dest / "vidal" / "rel_depth_f8glpn_folder" / "1.png"))
+    assert far.dtype == np.uint16 and (far == 10000).all() and (near == 500).all()
+
+
+def test_unsafe_keys_are_per_sample_errors_and_nothing_leaves_dest(tmp_path):
+    good = ir_and_text_sample()
+    samples = {"ok-key": good, "-rf": good, "../../escaped": good, "sub/dir": good}
+    shard = write_shard(tmp_path / "vidal-00000.tar", samples)
+    dest = tmp_path / "deep" / "lb"
+    report = export_languagebind([shard], dest, upstream="148c444")
+    assert report["samples"] == 1 and report["failed"] == 3
+    assert report["errors_by_reason"] == {"video: unsafe_key": 3}
+    annotations = json.loads((dest / "annotations.json").read_text())
+    assert list(annotations) == ["ok-key"]
+    outside = [p for p in tmp_path.rglob("*") if dest not in p.parents and p != dest]
+    assert sorted(p.name for p in outside) == ["deep", "vidal-00000.tar"]
+
+
+def test_a_bad_folder_name_or_no_shards_exits_2(lb_dataset, tmp_path, capsys):
+    base = ["export", "languagebind", "--to", str(tmp_path / "x")]
+    assert main([*base, "--dataset", str(tmp_path)]) == 2
     assert "no shards" in capsys.readouterr().err
+    assert main([*base, "--dataset", str(lb_dataset), "--folder", "../up"]) == 2
+    assert "not a safe name" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -25,7 +25,7 @@ def offline_empty_cache(tmp_path, monkeypatch):
     return tmp_path / "hf-cache"
 
 
-@pytest.mark.parametrize("family", ["clip", "glpn", "dpt", "depth_anything"])
+@pytest.mark.parametrize("family", ["clip", "glpn", "dpt", "depth_anything", "ast"])
 def test_tiny_models_are_deterministic_and_leave_the_rng_alone(family):
     torch.manual_seed(123)
     expected_next = torch.rand(3)

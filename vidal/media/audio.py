@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import soundfile
 
 from vidal.media.ffmpeg import MediaError, run_ffmpeg
@@ -78,3 +79,27 @@ def _count_samples(path: str) -> int:
             return sum(frame.samples for frame in container.decode(audio=0))
     except (av.error.FFmpegError, IndexError) as exc:
         raise MediaError("audio_unreadable", str(exc)) from exc
+
+
+def encode_mp3(
+    src: str | os.PathLike, dst: str | os.PathLike, sample_rate: int = 16000, timeout: float = 300.0
+) -> AudioInfo:
+    """`src`'s first audio track as mono MP3 at `sample_rate` (LanguageBind's audio files)."""
+    args = ["-i", os.fspath(src), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1"]
+    args += ["-ar", str(sample_rate), "-c:a", "libmp3lame", "-q:a", "2", "-f", "mp3"]
+    run_ffmpeg([*args, os.fspath(dst)], timeout=timeout)
+    return read_audio_info(dst)
+
+
+def read_waveform(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """A written audio file (the audio stage's FLAC) as mono float32 at `sample_rate`;
+    a file at another rate is an error, not silently resampled."""
+    try:
+        data, rate = soundfile.read(os.fspath(path), dtype="float32", always_2d=True)
+    except RuntimeError as exc:
+        raise MediaError("audio_unreadable", str(exc)) from exc
+    if rate != sample_rate:
+        raise MediaError("audio_rate", f"{rate} Hz, expected {sample_rate} Hz")
+    if not len(data):
+        raise MediaError("audio_empty", "the audio track decodes to zero samples")
+    return data.mean(axis=1)

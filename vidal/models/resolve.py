@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TINY = "tiny:"
-TINY_FAMILIES = ("clip", "glpn", "dpt", "depth_anything")
+TINY_FAMILIES = ("clip", "glpn", "dpt", "depth_anything", "ast")
 PRECISIONS = ("bf16", "fp16", "fp32")
 # what a transformers model needs; the other weight formats (tf, flax, onnx) are never fetched
 _META_FILES = ["*.json", "*.txt", "*.model", "*.tiktoken"]

@@ -162,4 +162,32 @@ def _depth_anything() -> Bundle:
     return Bundle(DepthAnythingForDepthEstimation(config), processor)
 
 
-_BUILDERS = {"clip": _clip, "glpn": _glpn, "dpt": _dpt, "depth_anything": _depth_anything}
+# a few real AudioSet class names, so tags read like the full model's (the scores mean nothing)
+AUDIO_LABELS = ["Speech", "Music", "Dog", "Vehicle", "Water", "Wind", "Bird", "Applause"]
+
+
+def _ast() -> Bundle:
+    """An Audio Spectrogram Transformer tagger (the class of MIT/ast-finetuned-audioset)."""
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
+
+    config = ASTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_length=128,  # 1.28 s of 10 ms frames (the full model: 1024)
+        num_mel_bins=64,  # the full model: 128 (numpy's mel bank leaves some of 128 empty)
+        id2label=dict(enumerate(AUDIO_LABELS)),
+        label2id={label: i for i, label in enumerate(AUDIO_LABELS)},
+    )
+    extractor = ASTFeatureExtractor(max_length=128, num_mel_bins=64)
+    return Bundle(ASTForAudioClassification(config), extractor)
+
+
+_BUILDERS = {
+    "clip": _clip,
+    "glpn": _glpn,
+    "dpt": _dpt,
+    "depth_anything": _depth_anything,
+    "ast": _ast,
+}

@@ -22,6 +22,7 @@ BUILTIN = (
     "infrared",
     "captions",
     "enhance",
+    "audio_caption",
 )
 
 for _module in BUILTIN:
