@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vidal.media.container import ffmpeg_input
 from vidal.media.ffmpeg import run_ffmpeg
 
 # LanguageBind's annotation names for vidal's text views
@@ -96,7 +97,7 @@ def _flac_to_mp3(flac: bytes, dest: Path) -> None:
     src.write_bytes(flac)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
-        run_ffmpeg(["-i", str(src), "-c:a", "libmp3lame", "-q:a", "2", "-f", "mp3", str(tmp)])
+        run_ffmpeg([*ffmpeg_input(src), "-c:a", "libmp3lame", "-q:a", "2", "-f", "mp3", str(tmp)])
         os.replace(tmp, dest)
     finally:
         src.unlink(missing_ok=True)

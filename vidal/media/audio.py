@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import soundfile
 
+from vidal.media.container import ffmpeg_input, open_media
 from vidal.media.ffmpeg import MediaError, run_ffmpeg
 
 
@@ -46,7 +47,7 @@ def extract_audio(
 ) -> AudioInfo:
     """Write `src`'s audio to `dst` as FLAC; the video is demuxed but never decoded."""
     limit = ["-t", f"{max_duration:.3f}"] if max_duration else []
-    args = ["-i", os.fspath(src), *limit, *audio_output_args(sample_rate), "-f", "flac"]
+    args = [*ffmpeg_input(src), *limit, *audio_output_args(sample_rate), "-f", "flac"]
     try:
         run_ffmpeg([*args, os.fspath(dst)], timeout=timeout)
     except MediaError as exc:
@@ -74,7 +75,7 @@ def _count_samples(path: str) -> int:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_media(path, expect="flac") as container:
             return sum(frame.samples for frame in container.decode(audio=0))
     except (av.error.FFmpegError, IndexError) as exc:
         raise MediaError("audio_unreadable", str(exc)) from exc
