@@ -51,6 +51,8 @@ class RunnerConfig:
 class SourceConfig:
     max_title_chars: int = 1000
     allow_local_in_manifest: bool = True
+    follow_symlinks: bool = False  # follow symlinks that lead out of a source folder
+    max_sidecar_bytes: int = 64 * 1024  # NAME.txt is cut there; a larger NAME.json fails
 
 
 @dataclass
