@@ -31,11 +31,21 @@ class ProbeStage(MediaStage):
         if sample.source.lower().startswith(REMOTE_SCHEMES):
             sample.fields["probe"] = {"fetched": self._fetch(sample)}
         with self.media(sample) as path:
+            self._check_size(path)
             info = probe(path)
         sample.fields["probe"] = {**sample.fields.get("probe", {}), **info.to_dict()}
         reason = self._outside_limits(info)
         if reason:
             sample.drop(self.name, reason)
+
+    def _check_size(self, path: str) -> None:
+        """max_bytes holds for local files too: later stages read the whole file."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return  # probe names what is wrong with a missing file
+        if size > self.max_bytes:
+            raise MediaError("too_large", f"{size} bytes > max_bytes {self.max_bytes}")
 
     def _outside_limits(self, info) -> str | None:
         if info.duration > self.max_duration:
