@@ -60,7 +60,9 @@ def sniff(head: bytes) -> str:
         return found
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     for marker, what in _REFUSED_TEXT:
-        if text.startswith(marker) or (marker.startswith(b"#ext") and marker in text[:1024]):
+        # playlist tags and XML roots may follow a preamble; the others open the file
+        anywhere = marker.startswith((b"#", b"<")) and marker != b"<?xml"
+        if text.startswith(marker) or (anywhere and marker in text[:1024]):
             raise MediaError("not_media", f"{what} refused")
     for magic, what in _IMAGES:
         if head.startswith(magic):
