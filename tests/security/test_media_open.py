@@ -323,3 +323,55 @@ def test_probe_max_bytes_holds_for_local_files(clip_bank, tmp_path, local_config
     build(config, str(src), str(out), quiet=True)
     (row,) = _rows(out)
     assert row["status"] == "failed" and row["error_reason"] == "probe: too_large", row
+
+
+# --- a playlist fetched from a URL ---------------------------------------------------------
+
+
+@pytest.fixture
+def playlist_server(private, tmp_path):
+    """127.0.0.1 serving an HLS playlist (segments: the private file and a relative ../ one)
+    and a real clip, the way a manifest URL would reach them."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    (root / "hls").mkdir(parents=True)
+    (root / "hls" / "evil.m3u8").write_text(_hls(private))
+    shutil.copy(private / "secret.ts", tmp_path / "secret.ts")  # what ../secret.ts reaches
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", root
+    server.shutdown()
+    server.server_close()
+
+
+def _loopback_overrides() -> list[str]:
+    """Fetching from 127.0.0.1 needs the private-address switch where a URL policy has one."""
+    from vidal.config import SourceConfig
+
+    switch = "allow_private_addresses"
+    return [f"source.{switch}=true"] if switch in SourceConfig.__dataclass_fields__ else []
+
+
+def test_fetched_playlist_is_refused_not_followed(
+    playlist_server, clip_bank, tmp_path, local_config
+):
+    base, root = playlist_server
+    shutil.copy(clip_bank / "synth-000.mp4", root / "good.mp4")
+    rows = [{"url": f"{base}/hls/evil.m3u8", "title": "hls"}]
+    rows.append({"url": f"{base}/good.mp4", "title": "good"})
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    overrides = ["shards=1", "stages=[probe,keyframes,audio,clip]", *_loopback_overrides()]
+    assert build(local_config(*overrides), str(manifest), str(out), quiet=True).failure is None
+    by_title = {r["title"]: r for r in _rows(out)}
+    assert by_title["good"]["status"] == "ok", by_title["good"]
+    assert by_title["hls"]["status"] == "failed"
+    assert by_title["hls"]["error_reason"] in ("probe: not_media", "source: bad_url")
+    assert not list(out.rglob("*.m3u8"))  # the fetched playlist is not kept
+    assert not [f for f in _frames_in(out) if _looks_secret(f)]

@@ -30,13 +30,25 @@ class ProbeStage(MediaStage):
     def process(self, sample: Sample) -> None:
         if sample.source.lower().startswith(REMOTE_SCHEMES):
             sample.fields["probe"] = {"fetched": self._fetch(sample)}
-        with self.media(sample) as path:
-            self._check_size(path)
-            info = probe(path)
+        try:
+            with self.media(sample) as path:
+                self._check_size(path)
+                info = probe(path)
+        except MediaError as exc:
+            self._forget_refused_copy(sample, exc)
+            raise
         sample.fields["probe"] = {**sample.fields.get("probe", {}), **info.to_dict()}
         reason = self._outside_limits(info)
         if reason:
             sample.drop(self.name, reason)
+
+    def _forget_refused_copy(self, sample: Sample, exc: MediaError) -> None:
+        """A fetched playlist or manifest is not kept: a tool that opened it later would
+        follow it to whatever it names."""
+        fetched = sample.fields.get("probe", {}).get("fetched")
+        if fetched and exc.reason in ("not_media", "too_large"):
+            self.store.remove(fetched)
+            del sample.fields["probe"]["fetched"]
 
     def _check_size(self, path: str) -> None:
         """max_bytes holds for local files too: later stages read the whole file."""
