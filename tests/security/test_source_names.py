@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from vidal.io.keys import is_safe_key
-from vidal.io.sources import list_source, make_key
+from vidal.io.sources import SourceError, list_source, make_key
 from vidal.run.jobs import build
 
 LATIN1 = os.fsdecode(b"caf\xe9 cr\xe8me.mp4")  # bytes that are not UTF-8, as a str path
@@ -64,3 +65,11 @@ def test_key_rule_holds_for_manifest_ids(tmp_path):
     keys = [s.key for s in list_source(str(manifest))]
     assert all(is_safe_key(k) for k in keys) and len(set(keys)) == 4
     assert not any(Path(k).is_absolute() for k in keys)
+
+
+def test_source_folder_that_is_not_utf8_is_one_clear_error(clip_bank, tmp_path):
+    folder = os.path.join(tmp_path, os.fsdecode(b"vid\xe9os"))
+    os.mkdir(folder)
+    shutil.copy(clip_bank / "synth-000.mp4", os.path.join(folder, "a.mp4"))
+    with pytest.raises(SourceError, match="is not UTF-8"):
+        list(list_source(folder))

@@ -99,6 +99,8 @@ def shard_of(key: str, num_shards: int) -> int:
 
 def list_source(source: str, opts: SourceOptions = SourceOptions()) -> Iterator[Sample]:
     """Samples (shard unset) for a folder of videos or a manifest file."""
+    if _printable(source) != source:  # every sample's path would be unrecordable
+        raise SourceError(f"the source path {ascii(source)} is not UTF-8: rename it")
     path = Path(source)
     if path.is_dir():
         yield from _list_folder(path, opts)
