@@ -44,6 +44,8 @@ class SourceConfig:
     allow_local_in_manifest: bool = True
     # fetch from private, loopback and link-local addresses too (vidal.net): off by default
     allow_private_addresses: bool = False
+    follow_symlinks: bool = False  # follow symlinks that lead out of a source folder
+    max_sidecar_bytes: int = 64 * 1024  # NAME.txt is cut there; a larger NAME.json fails
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 
@@ -26,7 +27,9 @@ def clean_text(text: object, max_chars: int = 1000) -> str:
     `max_chars` long (cut at a word boundary when there is one near the end)."""
     if text is None:
         return ""
-    text = str(text)
+    # cut first, so the work below is linear in max_chars, not in what a stranger sent; the
+    # slack covers what collapsing whitespace and dropping control characters removes
+    text = str(text)[: max_chars * 4 + 256]
     # printable ASCII is already NFKC and has no invisible or control characters: skip the
     # per-character pass (the bulk of a 10M-caption import's time)
     if not (text.isascii() and text.isprintable()):
@@ -44,9 +47,12 @@ def parse_hashtags(value: object, max_tags: int = 64) -> list[str]:
     if value is None:
         return []
     if isinstance(value, str):
+        value = value[: max_tags * 128]  # 64 tags of 100 characters fit; more is not read
         items = _HASHTAG.findall(value) or [v for v in re.split(r"[,\s]+", value) if v]
-    else:
-        items = [str(v) for v in value]
+    elif isinstance(value, (list, tuple)):
+        items = [str(v)[:1024] for v in itertools.islice(value, max_tags * 4)]
+    else:  # a number or an object where a list was expected: read as text
+        return parse_hashtags(str(value)[: max_tags * 128], max_tags)
     tags: list[str] = []
     for item in items:
         tag = clean_text(item, 100).lstrip("#").strip()

@@ -196,5 +196,6 @@ def test_not_a_video_raises(media, tmp_path):
     dst = tmp_path / "out.mp4"
     with pytest.raises(MediaError) as info:
         encode_clip(media["text"], dst, (160, 120))
-    assert info.value.reason == "ffmpeg_failed"
+    # refused before ffmpeg runs: the bytes are no media container (vidal.media.container)
+    assert info.value.reason == "not_media"
     assert info.value.detail

@@ -3,6 +3,10 @@
 Every input becomes a Sample, including the ones that are already known to be bad (a sidecar
 that is not JSON, a URL with a refused scheme): those carry their error from the start, so
 they stay in the accounting.
+
+Sources are untrusted: a folder never leads out of itself through a symlink (unless
+`follow_symlinks`), sidecars are read up to a cap, and every text a row carries is cut to its
+cap in Arrow before it becomes a Python string, so a tiny file cannot expand into gigabytes.
 """
 
 from __future__ import annotations
@@ -11,10 +15,12 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from vidal.io.keys import check_key
 from vidal.sample import Sample
 from vidal.text import clean_text, hashtags_in, parse_hashtags
 
@@ -40,6 +46,9 @@ MANIFEST_EXTENSIONS = (".parquet", ".csv", ".jsonl", ".json")
 REMOTE_SCHEMES = ("http://", "https://", "s3://", "gs://", "gcs://", "az://", "abfs://", "hf://")
 TEXT_FIELDS = {"title", "text", "description", "caption", "hashtags", "tags"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+MAX_URI_CHARS = 8192  # signed URLs run to a few kB; longer is no URL a crawler made
+MAX_LIST_ITEMS = 256  # items kept of a list cell (hashtags keep 64 of them)
+BATCH_ROWS = 256  # manifest rows converted to Python at a time
 
 
 class SourceError(ValueError):
@@ -50,12 +59,37 @@ class SourceError(ValueError):
 class SourceOptions:
     max_title_chars: int = 1000
     allow_local_in_manifest: bool = True
+    follow_symlinks: bool = False  # follow links that lead out of a source folder
+    max_sidecar_bytes: int = 64 * 1024
+
+    @classmethod
+    def from_config(cls, config) -> SourceOptions:
+        """From the `source` section of the config (vidal.config.SourceConfig)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in vars(config).items() if k in names})
+
+    @property
+    def max_cell_chars(self) -> int:
+        """What any text cell of a row keeps (descriptions keep 4x a title)."""
+        return self.max_title_chars * 4
 
 
 def make_key(name: str, uri: str) -> str:
-    """A tar-safe, unique, stable key: a readable slug of `name` plus a hash of `uri`."""
-    slug = _UNSAFE.sub("_", name).strip("_")[:48] or "sample"
-    return f"{slug}-{hashlib.sha1(uri.encode('utf-8', 'replace')).hexdigest()[:10]}"
+    """A tar-safe, unique, stable key: a readable slug of `name` plus a hash of `uri`.
+
+    The slug starts with a letter or digit (vidal.io.keys: nothing reads as an option); the
+    hash is of the uri's bytes, so names that are not UTF-8 keep distinct keys."""
+    slug = _UNSAFE.sub("_", name).strip("_-")[:48].strip("_-") or "sample"
+    digest = hashlib.sha1(_uri_bytes(uri)).hexdigest()[:10]
+    return check_key(f"{slug}-{digest}")
+
+
+def _uri_bytes(uri: str) -> bytes:
+    """The bytes of a path or URL: a file name's own bytes even when they are not UTF-8."""
+    try:
+        return os.fsencode(uri)
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        return uri.encode("utf-8", "surrogatepass")
 
 
 def shard_of(key: str, num_shards: int) -> int:
@@ -65,6 +99,8 @@ def shard_of(key: str, num_shards: int) -> int:
 
 def list_source(source: str, opts: SourceOptions = SourceOptions()) -> Iterator[Sample]:
     """Samples (shard unset) for a folder of videos or a manifest file."""
+    if _printable(source) != source:  # every sample's path would be unrecordable
+        raise SourceError(f"the source path {ascii(source)} is not UTF-8: rename it")
     path = Path(source)
     if path.is_dir():
         yield from _list_folder(path, opts)
@@ -80,38 +116,158 @@ def list_source(source: str, opts: SourceOptions = SourceOptions()) -> Iterator[
 
 
 def _list_folder(root: Path, opts: SourceOptions) -> Iterator[Sample]:
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root).as_posix()
-        # the key hashes the path inside the source folder, so moving or remounting the
-        # folder keeps every key, shard and cached result
-        sample = Sample(
-            key=make_key(rel.rsplit(".", 1)[0], rel), shard=-1, source=str(path.resolve())
-        )
-        sample.meta = {
-            "title": clean_text(path.stem.replace("_", " "), opts.max_title_chars),
-            "hashtags": [],
-            "name": path.name,
-        }
-        _apply_sidecars(sample, path, opts)
-        yield sample
+    top = os.path.realpath(root)
+    for rel in sorted(_video_files(top, opts.follow_symlinks), key=lambda r: r.split("/")):
+        sample = _folder_sample(top, rel, opts)
+        if sample is not None:
+            yield sample
 
 
-def _apply_sidecars(sample: Sample, video: Path, opts: SourceOptions) -> None:
-    txt, js = video.with_suffix(".txt"), video.with_suffix(".json")
-    if txt.is_file():
-        text = txt.read_text("utf-8", errors="replace")
-        sample.meta.update(title=clean_text(text, opts.max_title_chars), hashtags=hashtags_in(text))
-    if js.is_file():
+def _video_files(top: str, follow: bool) -> Iterator[str]:
+    """Paths (relative to `top`, `/`-separated) of the video-named files and links under it.
+
+    A linked folder is entered only with `follow` (and never twice: links can loop); FIFOs,
+    devices and sockets are skipped, as nothing in them is a video file."""
+    info = os.stat(top)
+    seen = {(info.st_dev, info.st_ino)}
+    pending = [""]
+    while pending:
+        rel_dir = pending.pop()
         try:
-            data = json.loads(js.read_text("utf-8", errors="replace"))
-            if not isinstance(data, dict):
-                raise ValueError(f"top level is a {type(data).__name__}, not an object")
-        except ValueError as exc:
-            sample.fail("source", "bad_sidecar", f"{js.name} is not a JSON object ({exc})")
-            return
-        sample.meta.update(_text_meta(data, opts))
+            with os.scandir(os.path.join(top, rel_dir)) as entries:
+                found = list(entries)
+        except OSError:
+            continue  # an unreadable folder holds nothing this build can read
+        for entry in found:
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if entry.is_dir(follow_symlinks=follow) and _first_visit(entry, seen):
+                pending.append(rel)
+            elif os.path.splitext(entry.name)[1].lower() in VIDEO_EXTENSIONS and (
+                entry.is_symlink() or entry.is_file(follow_symlinks=False)
+            ):
+                yield rel
+
+
+def _first_visit(entry: os.DirEntry, seen: set) -> bool:
+    try:
+        info = entry.stat()
+    except OSError:
+        return False
+    node = (info.st_dev, info.st_ino)
+    if node in seen:
+        return False
+    seen.add(node)
+    return True
+
+
+def _folder_sample(top: str, rel: str, opts: SourceOptions) -> Sample | None:
+    """The sample of one video file; a name that is not UTF-8 or a link out of the folder
+    gives a failed sample, so it stays in the accounting; a link to no file gives None."""
+    path = os.path.join(top, rel)
+    shown_rel = _printable(rel)
+    stem, name = os.path.splitext(os.path.basename(shown_rel))[0], os.path.basename(shown_rel)
+    # the key hashes the path inside the source folder, so moving or remounting the
+    # folder keeps every key, shard and cached result
+    sample = Sample(key=make_key(rel.rsplit(".", 1)[0], rel), shard=-1, source=path)
+    sample.meta = {
+        "title": clean_text(stem.replace("_", " "), opts.max_title_chars),
+        "hashtags": [],
+        "name": name,
+    }
+    if shown_rel != rel:
+        sample.source = os.path.join(top, shown_rel)
+        sample.fail("source", "bad_name", f"{ascii(rel)[1:-1]}: the file name is not UTF-8")
+        return sample
+    problem = _link_problem(top, path, opts)
+    if problem and "outside" in problem:
+        sample.fail("source", "symlink_outside", problem)
+        return sample
+    if problem:  # dangling, or a FIFO or device: skipped like one that is not linked
+        return None
+    sample.source = os.path.realpath(path)
+    _apply_sidecars(sample, top, path, opts)
+    return sample
+
+
+def _link_problem(top: str, path: str, opts: SourceOptions) -> str | None:
+    """Why the video (or sidecar) at `path` may not be read; None when it may."""
+    if not os.path.islink(path):
+        return None
+    target = os.path.realpath(path)
+    if not opts.follow_symlinks and not _inside(top, target):
+        name = _printable(os.path.basename(path))
+        return f"{name} links outside the source folder (source.follow_symlinks allows it)"
+    try:
+        regular = stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:
+        regular = False
+    return None if regular else f"{_printable(os.path.basename(path))} links to no file"
+
+
+def _inside(top: str, target: str) -> bool:
+    return target == top or target.startswith(top.rstrip("/") + "/")
+
+
+def _printable(text: str) -> str:
+    """`text` with bytes that are not UTF-8 (surrogate escapes) shown as U+FFFD."""
+    return os.fsencode(text).decode("utf-8", "replace")
+
+
+def _apply_sidecars(sample: Sample, top: str, video: str, opts: SourceOptions) -> None:
+    base = os.path.splitext(video)[0]
+    try:
+        text = _read_sidecar(top, base + ".txt", opts)
+        if text is not None:  # a long caption is cut: the title keeps max_title_chars anyway
+            text = text[: opts.max_sidecar_bytes].decode("utf-8", errors="replace")
+            title = clean_text(text, opts.max_title_chars)
+            sample.meta.update(title=title, hashtags=hashtags_in(text))
+        raw = _read_sidecar(top, base + ".json", opts)
+        if raw is not None:
+            sample.meta.update(_text_meta(_sidecar_json(raw, base + ".json", opts), opts))
+    except SidecarError as exc:
+        sample.fail("source", exc.reason, exc.detail)
+
+
+class SidecarError(ValueError):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def _read_sidecar(top: str, path: str, opts: SourceOptions) -> bytes | None:
+    """At most max_sidecar_bytes + 1 bytes of the sidecar at `path`; None when there is no
+    such file (a folder or a FIFO of that name is not a sidecar)."""
+    if not os.path.lexists(path):
+        return None
+    problem = _link_problem(top, path, opts)
+    if problem and "outside" in problem:
+        raise SidecarError("symlink_outside", problem)
+    try:  # O_NOFOLLOW: a link swapped in after the check is refused, not followed
+        fd = os.open(os.path.realpath(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if problem:  # a dangling link: as if there were no sidecar
+            return None
+        name = _printable(os.path.basename(path))
+        raise SidecarError("bad_sidecar", f"cannot read {name}: {exc.strerror}") from exc
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(opts.max_sidecar_bytes + 1)
+
+
+def _sidecar_json(raw: bytes, path: str, opts: SourceOptions) -> dict:
+    name = _printable(os.path.basename(path))
+    if len(raw) > opts.max_sidecar_bytes:
+        detail = f"{name} is larger than {opts.max_sidecar_bytes} bytes (source.max_sidecar_bytes)"
+        raise SidecarError("bad_sidecar", detail)
+    try:
+        data = json.loads(raw.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
+        raise SidecarError("bad_sidecar", f"{name} is not a JSON object ({exc})") from exc
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise SidecarError("bad_sidecar", f"{name} is not a JSON object (top level is a {kind})")
+    return data
 
 
 def _text_meta(row: dict, opts: SourceOptions) -> dict:
@@ -144,51 +300,122 @@ def _jsonable(value):
         return str(value)
 
 
-def _read_manifest(path: Path) -> list[dict]:
+def _manifest_batches(path: Path, opts: SourceOptions) -> Iterator[list[dict]]:
+    """The manifest's rows, a batch at a time, every cell cut to its cap while still in Arrow
+    (a parquet of repeated 1 MiB titles stays one dictionary entry until it is cut)."""
+    try:
+        batches, names = _open_manifest(path)
+    except Exception as exc:
+        raise SourceError(f"cannot read manifest {path}: {exc}") from exc
+    if not {"url", "path"} & set(names):
+        raise SourceError(
+            f"manifest {path} needs a 'url' or 'path' column; it has {', '.join(names)}"
+        )
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # a file cut short or corrupt halfway is still unreadable
+            raise SourceError(f"cannot read manifest {path}: {exc}") from exc
+        if batch is None:
+            return
+        yield _capped(batch, opts).to_pylist()
+
+
+def _open_manifest(path: Path):
+    """(record batches, column names), read lazily where the format allows."""
     import pyarrow.csv
     import pyarrow.json
     import pyarrow.parquet
 
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            table = pyarrow.parquet.read_table(path)
-        elif suffix == ".csv":
-            table = pyarrow.csv.read_csv(path)
-        else:
-            table = pyarrow.json.read_json(path)
-    except Exception as exc:
-        raise SourceError(f"cannot read manifest {path}: {exc}") from exc
-    if not {"url", "path"} & set(table.column_names):
-        raise SourceError(
-            f"manifest {path} needs a 'url' or 'path' column; it has "
-            f"{', '.join(table.column_names)}"
-        )
-    return table.to_pylist()
+    if suffix == ".parquet":
+        meta = pyarrow.parquet.ParquetFile(path)
+        texts = [c.path for c in meta.schema if c.physical_type == "BYTE_ARRAY"]
+        # text as dictionaries: a value repeated in every row is held (and cut) once
+        reader = pyarrow.parquet.ParquetFile(path, read_dictionary=texts)
+        return reader.iter_batches(BATCH_ROWS), reader.schema_arrow.names
+    if suffix == ".csv":
+        reader = pyarrow.csv.open_csv(path)
+        return _rebatched(reader), reader.schema.names
+    table = pyarrow.json.read_json(path)
+    return iter(table.to_batches(BATCH_ROWS)), table.column_names
+
+
+def _rebatched(reader) -> Iterator:
+    for batch in reader:
+        for start in range(0, batch.num_rows, BATCH_ROWS):
+            yield batch.slice(start, BATCH_ROWS)
+
+
+def _capped(batch, opts: SourceOptions):
+    """`batch` with every text cut to its cap and every list to MAX_LIST_ITEMS items."""
+    import pyarrow as pa
+
+    columns = []
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        chars = MAX_URI_CHARS + 1 if name in ("url", "path", "id") else opts.max_cell_chars
+        columns.append(_cap_array(column, chars, MAX_LIST_ITEMS))
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _cap_array(array, chars: int, items: int):
+    """Strings cut to `chars`, lists to `items`; nested values get 16 times less of each, so
+    a cell holds about the same amount of text however deep it nests."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        values = _cap_array(array.dictionary, chars, items)
+        return pa.DictionaryArray.from_arrays(array.indices, values)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return pc.utf8_slice_codeunits(array, 0, chars)
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return pc.binary_slice(array, 0, chars)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        array = pc.list_slice(array, 0, items)
+        inner = _cap_array(array.flatten(), max(16, chars // 16), max(1, items // 16))
+        offsets = pc.subtract(array.offsets, array.offsets[0])
+        return type(array).from_arrays(offsets, inner, mask=array.is_null())
+    if pa.types.is_struct(kind):
+        fields = [_cap_array(array.field(i), chars, items) for i in range(kind.num_fields)]
+        names = [kind.field(i).name for i in range(kind.num_fields)]
+        return pa.StructArray.from_arrays(fields, names=names, mask=array.is_null())
+    return array
 
 
 def _list_manifest(path: Path, opts: SourceOptions) -> Iterator[Sample]:
     first_row: dict[str, int] = {}
-    for index, row in enumerate(_read_manifest(path)):
-        uri = str(row.get("path") or row.get("url") or "").strip()
-        name = str(row.get("id") or os.path.splitext(os.path.basename(uri))[0] or f"row{index}")
-        resolved, problem = _resolve_uri(uri, path.parent, opts)
-        # keys hash the uri as written (relative paths stay relative): stable across machines
-        identity = uri or f"#row{index}"
-        repeat = first_row.setdefault(identity, index) != index
-        key = make_key(name, f"{identity}#row{index}" if repeat else identity)
-        sample = Sample(key=key, shard=-1, source=resolved)
-        sample.meta = {"title": "", "hashtags": [], "row": index, **_text_meta(row, opts)}
-        if problem:
-            sample.fail("source", *problem)
-        elif repeat:
-            sample.drop("source", f"duplicate: same video as row {first_row[identity]}")
-        yield sample
+    index = -1
+    for rows in _manifest_batches(path, opts):
+        for row in rows:
+            index += 1
+            sample = _manifest_sample(row, index, path.parent, first_row, opts)
+            yield sample
+
+
+def _manifest_sample(row: dict, index: int, base: Path, first_row: dict, opts) -> Sample:
+    uri = str(row.get("path") or row.get("url") or "").strip()
+    name = str(row.get("id") or os.path.splitext(os.path.basename(uri))[0] or f"row{index}")
+    resolved, problem = _resolve_uri(uri, base, opts)
+    # keys hash the uri as written (relative paths stay relative): stable across machines
+    identity = uri or f"#row{index}"
+    repeat = first_row.setdefault(identity, index) != index
+    key = make_key(name, f"{identity}#row{index}" if repeat else identity)
+    sample = Sample(key=key, shard=-1, source=resolved)
+    sample.meta = {"title": "", "hashtags": [], "row": index, **_text_meta(row, opts)}
+    if problem:
+        sample.fail("source", *problem)
+    elif repeat:
+        sample.drop("source", f"duplicate: same video as row {first_row[identity]}")
+    return sample
 
 
 def _resolve_uri(uri: str, base: Path, opts: SourceOptions) -> tuple[str, tuple[str, str] | None]:
     if not uri:
         return "", ("bad_url", "the row has no url or path")
+    if len(uri) > MAX_URI_CHARS:
+        return uri[:80], ("bad_url", f"longer than {MAX_URI_CHARS} characters")
     lowered = uri.lower()
     if lowered.startswith(REMOTE_SCHEMES):
         return uri, None

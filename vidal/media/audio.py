@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import soundfile
 
+from vidal.media.container import ffmpeg_input, open_media
 from vidal.media.ffmpeg import MediaError, run_ffmpeg
 
 
@@ -47,7 +48,7 @@ def extract_audio(
 ) -> AudioInfo:
     """Write `src`'s audio to `dst` as FLAC; the video is demuxed but never decoded."""
     limit = ["-t", f"{max_duration:.3f}"] if max_duration else []
-    args = ["-i", os.fspath(src), *limit, *audio_output_args(sample_rate), "-f", "flac"]
+    args = [*ffmpeg_input(src), *limit, *audio_output_args(sample_rate), "-f", "flac"]
     try:
         run_ffmpeg([*args, os.fspath(dst)], timeout=timeout)
     except MediaError as exc:
@@ -75,7 +76,7 @@ def _count_samples(path: str) -> int:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_media(path, expect="flac") as container:
             return sum(frame.samples for frame in container.decode(audio=0))
     except (av.error.FFmpegError, IndexError) as exc:
         raise MediaError("audio_unreadable", str(exc)) from exc
@@ -85,7 +86,7 @@ def encode_mp3(
     src: str | os.PathLike, dst: str | os.PathLike, sample_rate: int = 16000, timeout: float = 300.0
 ) -> AudioInfo:
     """`src`'s first audio track as mono MP3 at `sample_rate` (LanguageBind's audio files)."""
-    args = ["-i", os.fspath(src), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1"]
+    args = [*ffmpeg_input(src), "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1"]
     args += ["-ar", str(sample_rate), "-c:a", "libmp3lame", "-q:a", "2", "-f", "mp3"]
     run_ffmpeg([*args, os.fspath(dst)], timeout=timeout)
     return read_audio_info(dst)

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from vidal.media.audio import audio_output_args
+from vidal.media.container import ffmpeg_input
 from vidal.media.ffmpeg import run_ffmpeg
 from vidal.media.frames import scaled_size
 
@@ -60,7 +61,7 @@ def encode_clip(
         str(settings.threads),
     ]
     audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", settings.audio_bitrate, "-ac", "1"]
-    args = ["-threads", str(settings.threads), "-i", os.fspath(src), *limit, *video]
+    args = ["-threads", str(settings.threads), *ffmpeg_input(src), *limit, *video]
     args += audio if (has_audio and settings.keep_audio) else ["-an"]
     args += [
         "-sn",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidal.media.container import open_media, vet_for_decord
 from vidal.media.ffmpeg import MediaError
 
 MODES = ("exact", "snap")
@@ -63,12 +64,15 @@ def sample_keyframes(
     short_side: int | None = None,
     backend: str = "auto",
     source_size: tuple[int, int] | None = None,
+    max_seconds: float | None = None,
 ) -> Keyframes:
     """Read `n` uniformly spaced frames of `path` (RGB, short side resized to `short_side`).
 
     `backend`: auto (= pyav, the fastest exact path measured on 720p h264), pyav or decord.
     `source_size` (width, height), when the caller has probed it already, saves decord a
-    second open of the file; PyAV does not need it.
+    second open of the file; PyAV does not need it. `max_seconds` (the probed duration) keeps
+    the frames inside the time range the clip and audio are cut to, whatever the file holds
+    past what its header says.
     """
     if mode not in MODES:
         raise ValueError(f"keyframes mode must be one of {MODES}, not {mode!r}")
@@ -76,23 +80,35 @@ def sample_keyframes(
         raise ValueError(f"keyframes backend must be one of {BACKENDS}, not {backend!r}")
     path = os.fspath(path)
     if backend == "decord":
-        return _sample_decord(path, n, mode, short_side, source_size)
-    return _sample_pyav(path, n, mode, short_side)
+        kf = _sample_decord(path, n, mode, short_side, source_size, max_seconds)
+    else:
+        kf = _sample_pyav(path, n, mode, short_side, max_seconds)
+    _check_range(kf.timestamps, max_seconds)
+    return kf
+
+
+def _check_range(stamps: list[float], max_seconds: float | None) -> None:
+    """Every frame within [0, max_seconds): a frame from outside would show what the clip
+    does not (checked after picking, as both backends compute times their own way)."""
+    if max_seconds and any(t < 0 or t >= max_seconds + 1e-3 for t in stamps):
+        shown = ", ".join(f"{t:g}" for t in stamps)
+        raise MediaError("bad_timestamps", f"frames at {shown}s, the clip is {max_seconds:g}s")
 
 
 # --- decord -------------------------------------------------------------------------------
 
 
-def _sample_decord(path, n, mode, short_side, source_size) -> Keyframes:
+def _sample_decord(path, n, mode, short_side, source_size, max_seconds) -> Keyframes:
+    vet_for_decord(path)  # decord probes the format itself: refuse what could open other files
     try:
-        return _decord_frames(path, n, mode, short_side, source_size)
+        return _decord_frames(path, n, mode, short_side, source_size, max_seconds)
     except MediaError:
         raise
     except Exception as exc:  # decord raises bare DECORDError/RuntimeError on odd files
         raise MediaError("decode_failed", f"decord: {exc}") from exc
 
 
-def _decord_frames(path, n, mode, short_side, source_size) -> Keyframes:
+def _decord_frames(path, n, mode, short_side, source_size, max_seconds) -> Keyframes:
     import decord
 
     if source_size is None:
@@ -101,9 +117,13 @@ def _decord_frames(path, n, mode, short_side, source_size) -> Keyframes:
     new_w, new_h = scaled_size(*source_size, short_side)
     # decord resizes inside the decoder's scaler, cheaper than resizing RGB afterwards
     reader = decord.VideoReader(path, ctx=decord.cpu(0), width=new_w, height=new_h, num_threads=1)
-    indices = uniform_indices(len(reader), n)
+    total = len(reader)
+    if max_seconds and total:
+        starts = reader.get_frame_timestamp(list(range(total)))[:, 0]
+        total = int(np.count_nonzero(starts < max_seconds))
+    indices = uniform_indices(total, n)
     if mode == "snap":
-        indices = _nearest(indices, reader.get_key_indices())
+        indices = _nearest(indices, [k for k in reader.get_key_indices() if k < total])
     frames = reader.get_batch(indices).asnumpy()
     stamps = reader.get_frame_timestamp(indices)[:, 0]
     return Keyframes(frames, indices, [round(float(t), 4) for t in stamps], "decord")
@@ -136,15 +156,15 @@ class _Video:
     where: dict  # pts -> position of its packet in `packets`
 
 
-def _sample_pyav(path: str, n: int, mode: str, short_side: int | None) -> Keyframes:
+def _sample_pyav(path: str, n: int, mode: str, short_side, max_seconds) -> Keyframes:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_media(path) as container:
             stream = container.streams.video[0]
             context = stream.codec_context
             context.thread_count = 1  # parallelism comes from many clips; skip toggles per packet
-            video = _demux(container, stream)
+            video = _demux(container, stream, _end_pts(stream, max_seconds))
             indices = uniform_indices(video.shown, n)
             indices, picked = _pick(context, video, indices, mode == "snap")
             frames = _to_rgb(picked, short_side)
@@ -157,24 +177,47 @@ def _sample_pyav(path: str, n: int, mode: str, short_side: int | None) -> Keyfra
     return Keyframes(frames, indices, stamps, "pyav")
 
 
-def _demux(container, stream) -> _Video:
-    """Read every video packet once (a few MB for a short clip); no decoding yet."""
-    everything = [p for p in container.demux(stream) if p.size]
+def _end_pts(stream, max_seconds: float | None) -> int | None:
+    """The first pts past `max_seconds` from the stream's start (None: no limit)."""
+    if not max_seconds or not stream.time_base:
+        return None
+    return (stream.start_time or 0) + round(max_seconds / stream.time_base)
+
+
+def _demux(container, stream, end: int | None = None) -> _Video:
+    """Read the video packets once (a few MB for a short clip), up to pts `end`; no decoding."""
+    everything, cut = [], False
+    for packet in container.demux(stream):
+        if end is not None and packet.dts is not None and packet.dts >= end:
+            cut = True  # every later packet shows later still: past the clip's end
+            break
+        if packet.size:
+            everything.append(packet)
     # an MP4's sample table lists every frame (other containers' counts are guesses): fewer
     # packets mean an interrupted download whose header survived, not a short clip
-    listed = stream.frames if "mp4" in container.format.name.split(",") else 0
+    listed = stream.frames if container.format.name.split(",")[0] == "mov" and not cut else 0
     if len(everything) < listed:
         raise MediaError("truncated", f"{len(everything)} of the {listed} frames are there")
     # an edit list may hide frames (a cut that starts after a keyframe): they are decoded, as
-    # later frames refer to them, but never shown, so they are not counted
-    shown = sum(1 for p in everything if not p.is_discard)
+    # later frames refer to them, but never shown, so they are not counted; nor are frames
+    # shown after `end` (decoded only when a frame before `end` refers to them)
+    shows = [not p.is_discard and _before(p, end) for p in everything]
+    shown = sum(shows)
     if not shown:
         raise MediaError("no_frames", "the video has no decodable frames")
     where = {p.pts: i for i, p in enumerate(everything)}
-    keys = sorted(p.pts for p in everything if p.is_keyframe and p.pts is not None)
+    keys = sorted(
+        p.pts for p in everything if p.is_keyframe and p.pts is not None and _before(p, end)
+    )
     trusted = _pts_give_display_order(everything, where, keys, stream.codec_context)
-    display = sorted(p.pts for p in everything if not p.is_discard) if trusted else None
+    display = (
+        sorted(p.pts for p, s in zip(everything, shows, strict=True) if s) if trusted else None
+    )
     return _Video(everything, shown, display, keys, where)
+
+
+def _before(packet, end: int | None) -> bool:
+    return end is None or packet.pts is None or packet.pts < end
 
 
 def _pts_give_display_order(packets, where, keys, context) -> bool:

@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import av
 
+from vidal.media.container import container_name, open_media
 from vidal.media.ffmpeg import MediaError
 
 
@@ -35,15 +36,7 @@ def probe(path: str | os.PathLike) -> ProbeResult:
     """Describe the first video stream (and audio, if any) of `path` without decoding frames."""
     path = os.fspath(path)
     size = _file_size(path)
-    try:
-        container = av.open(path, metadata_errors="ignore")
-    except av.error.InvalidDataError as exc:
-        raise MediaError(
-            "not_media", f"{os.path.basename(path)} is not a media file ({exc})"
-        ) from exc
-    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise MediaError("corrupt", f"cannot open {os.path.basename(path)}: {exc}") from exc
-    with container:
+    with open_media(path, metadata_errors="ignore") as container:
         if not container.streams.video:
             kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
             raise MediaError("no_video_stream", f"the file holds {kinds}, no video")
@@ -64,7 +57,7 @@ def probe(path: str | os.PathLike) -> ProbeResult:
             audio_codec=audio.codec_context.name if audio else None,
             audio_sample_rate=int(audio.codec_context.sample_rate) if audio else None,
             audio_channels=int(audio.codec_context.channels) if audio else None,
-            container=container.format.name,
+            container=container_name(container),
             size_bytes=size,
         )
 

@@ -40,7 +40,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from vidal.io.keys import is_safe_key
 from vidal.io.store import Store
+from vidal.media.container import open_media
 from vidal.stages.outputs import Funnel, Histogram
 from vidal.stages.registry import STAGES, declared
 
@@ -337,9 +339,8 @@ def strip(frames: list[np.ndarray] | np.ndarray, height: int = THUMB_H) -> Image
 
 def decode_keyframes(mp4: bytes, n: int = N_FRAMES) -> list[np.ndarray]:
     """n frames at LanguageBind's indices (linspace over the clip's frames), via PyAV."""
-    import av
-
-    with av.open(io.BytesIO(mp4)) as container:
+    # a shard's mp4 is untrusted bytes: opened as a vetted container, never as a playlist
+    with open_media(io.BytesIO(mp4)) as container:
         stream = container.streams.video[0]
         total = stream.frames
         if total and total >= n:
@@ -409,7 +410,7 @@ def pick_samples(
         pool += [
             (stem, k)
             for k, s in zip(t["key"].to_pylist(), t["status"].to_pylist(), strict=True)
-            if s == "ok"
+            if s == "ok" and is_safe_key(k)  # keys read back are untrusted (vidal.io.keys)
         ]
     picked = sorted(rng.sample(pool, min(count, len(pool))))
     out = collections.defaultdict(list)

@@ -61,9 +61,7 @@ class Builder:
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> dict[int, str]:
         """List the source into per-shard rows; returns each shard's source fingerprint."""
-        opts = SourceOptions(
-            self.config.source.max_title_chars, self.config.source.allow_local_in_manifest
-        )
+        opts = SourceOptions.from_config(self.config.source)
         previous = self.store.read_json("work/plan.json")
         if previous and previous.get("shards") != self.shard_count:
             raise ConfigError(

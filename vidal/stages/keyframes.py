@@ -65,6 +65,8 @@ class KeyframesStage(MediaStage):
                 self.short_side,
                 self.backend,
                 source_size=(info["width"], info["height"]),
+                # the clip and audio are cut to the probed duration: so are the frames
+                max_seconds=info.get("duration") or None,
             )
         rel = payload_path(self.name, sample, f".{self.image_format}")
         self.store.write_bytes(rel, self._encode(tile(kf.frames)))

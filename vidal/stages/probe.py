@@ -52,12 +52,34 @@ class ProbeStage(MediaStage):
     def process(self, sample: Sample) -> None:
         if sample.source.lower().startswith(REMOTE_SCHEMES):
             sample.fields["probe"] = {"fetched": self._fetch(sample)}
-        with self.media(sample) as path:
-            info = probe(path)
+        try:
+            with self.media(sample) as path:
+                self._check_size(path)
+                info = probe(path)
+        except MediaError as exc:
+            self._forget_refused_copy(sample, exc)
+            raise
         sample.fields["probe"] = {**sample.fields.get("probe", {}), **info.to_dict()}
         reason = self._outside_limits(info)
         if reason:
             sample.drop(self.name, reason)
+
+    def _forget_refused_copy(self, sample: Sample, exc: MediaError) -> None:
+        """A fetched playlist or manifest is not kept: a tool that opened it later would
+        follow it to whatever it names."""
+        fetched = sample.fields.get("probe", {}).get("fetched")
+        if fetched and exc.reason in ("not_media", "too_large"):
+            self.store.remove(fetched)
+            del sample.fields["probe"]["fetched"]
+
+    def _check_size(self, path: str) -> None:
+        """max_bytes holds for local files too: later stages read the whole file."""
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return  # probe names what is wrong with a missing file
+        if size > self.max_bytes:
+            raise MediaError("too_large", f"{size} bytes > max_bytes {self.max_bytes}")
 
     def _outside_limits(self, info) -> str | None:
         if info.duration > self.max_duration:

@@ -21,6 +21,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.gopen import gopen_schemes
 
+from vidal.io.keys import check_key
 from vidal.train import preprocess
 from vidal.train.config import DataConfig
 
@@ -145,6 +146,7 @@ class Preprocess:
 
     def __call__(self, sample: dict) -> dict:
         member = MEMBERS[self.cfg.modality]
+        check_key(sample["__key__"])  # untrusted: a bad one is skipped with a warning, as errors
         if member not in sample:
             raise KeyError(f"{sample.get('__key__')} has no .{member} member")
         meta = json.loads(sample["json"])

@@ -48,9 +48,10 @@ def untile(image: np.ndarray, count: int) -> np.ndarray:
 def video_tensor(mp4: bytes, frames: int, size: int, train: bool, rng: random.Random):
     """(frames, 3, size, size) from an encoded clip, at LanguageBind's frame indices. Every
     frame is decoded (the clips are short and small) but only the picked ones are converted."""
-    import av
+    from vidal.media.container import open_media
 
-    with av.open(io.BytesIO(mp4)) as container:
+    # a shard's mp4 is untrusted bytes: opened as a vetted container, never as a playlist
+    with open_media(io.BytesIO(mp4)) as container:
         stream = container.streams.video[0]
         total = stream.frames or sum(1 for _ in container.demux(stream) if _.size)
         if not stream.frames:
