@@ -59,7 +59,7 @@ def test_require_leaves_out_samples_without_the_modality(tmp_path, lb_dataset, c
     args = ["export", "languagebind-wds", "--dataset", str(tmp_path / "data"), "--to", str(dest)]
     assert main([*args, "--require", "thermal"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["left_out_no_thermal"] == 1 and report["errors_by_reason"] == {"decode_failed": 1}
+    assert report["left_out_no_thermal"] == 1 and report["errors_by_reason"] == {"not_media": 1}
     keys = [
         s["__key__"]
         for s in wds.WebDataset(str(dest / "languagebind-00000.tar"), shardshuffle=False)
