@@ -147,7 +147,7 @@ def _validate(config: Config) -> None:
             f"keyframes.mode must be 'exact' or 'snap', got {config.keyframes.mode!r}"
         )
     # model references and model settings
-    for stage in (config.vl_filter, config.depth, config.infrared):
+    for stage in (config.keyframes, config.vl_filter, config.depth, config.infrared):
         problem = stage.check()
         if problem:
             raise ConfigError(problem)

@@ -67,7 +67,10 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
             )
         },
         "clip": _public(sample.fields.get("clip", {})),
-        "frames": {k: frames.get(k) for k in ("indices", "timestamps", "count", "width", "height")},
+        "frames": {
+            k: frames.get(k)
+            for k in ("indices", "index_rule", "timestamps", "count", "width", "height")
+        },
         "audio": _public(sample.fields.get("audio", {"present": False})),
         "vl_filter": _public(sample.fields.get("vl_filter", {}), "embeddings"),
         "depth": _public(sample.fields.get("depth", {})),

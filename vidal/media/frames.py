@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from vidal.media.ffmpeg import MediaError
 
 MODES = ("exact", "snap")
 BACKENDS = ("auto", "pyav", "decord")
+INDEX_RULES = ("linspace", "languagebind_gen")
 
 
 @dataclass
@@ -36,6 +37,8 @@ class Keyframes:
     indices: list[int]  # frame index in the source of each frame
     timestamps: list[float]  # seconds from the start of the source
     backend: str
+    # the same frames at other short sides (0: the source's size), from the same decode
+    extra: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -46,6 +49,26 @@ def uniform_indices(total_frames: int, n: int) -> list[int]:
     if total_frames <= 0:
         raise MediaError("no_frames", "the video has no decodable frames")
     return np.linspace(0, total_frames - 1, n, dtype=int).tolist()
+
+
+def languagebind_gen_indices(total_frames: int, n: int) -> list[int]:
+    """The frames LanguageBind's generation code read for depth, thermal and OFA captions
+    (`modality_generation_codes/*_ddp*.py`): frame ``i * (n_frames // n)`` for i < n, so the
+    last frames of a clip are never used (and every index is 0 for clips under n frames)."""
+    if total_frames <= 0:
+        raise MediaError("no_frames", "the video has no decodable frames")
+    step = total_frames // n
+    return [i * step for i in range(n)]
+
+
+def frame_indices(total_frames: int, n: int, rule: str = "linspace") -> list[int]:
+    """n frame indices by `rule`: linspace (LanguageBind's training loader) or
+    languagebind_gen (its modality generation code)."""
+    if rule == "languagebind_gen":
+        return languagebind_gen_indices(total_frames, n)
+    if rule != "linspace":
+        raise ValueError(f"frame index rule must be one of {INDEX_RULES}, not {rule!r}")
+    return uniform_indices(total_frames, n)
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -63,36 +86,45 @@ def sample_keyframes(
     short_side: int | None = None,
     backend: str = "auto",
     source_size: tuple[int, int] | None = None,
+    rule: str = "linspace",
+    extra_short_sides: tuple[int, ...] = (),
 ) -> Keyframes:
     """Read `n` uniformly spaced frames of `path` (RGB, short side resized to `short_side`).
 
     `backend`: auto (= pyav, the fastest exact path measured on 720p h264), pyav or decord.
     `source_size` (width, height), when the caller has probed it already, saves decord a
-    second open of the file; PyAV does not need it.
+    second open of the file; PyAV does not need it. `rule`: which frames (`frame_indices`).
+    `extra_short_sides`: the same frames at these short sides too (0: the source's size; never
+    upscaled), in `Keyframes.extra`, for models that want more pixels than the keyframes keep.
     """
     if mode not in MODES:
         raise ValueError(f"keyframes mode must be one of {MODES}, not {mode!r}")
     if backend not in BACKENDS:
         raise ValueError(f"keyframes backend must be one of {BACKENDS}, not {backend!r}")
+    if rule not in INDEX_RULES:
+        raise ValueError(f"frame index rule must be one of {INDEX_RULES}, not {rule!r}")
     path = os.fspath(path)
     if backend == "decord":
-        return _sample_decord(path, n, mode, short_side, source_size)
-    return _sample_pyav(path, n, mode, short_side)
+        kf = _sample_decord(path, n, mode, short_side, source_size, rule)
+        for side in extra_short_sides:
+            kf.extra[side] = _decord_again(path, kf.indices, side or None, source_size)
+        return kf
+    return _sample_pyav(path, n, mode, short_side, rule, tuple(extra_short_sides))
 
 
 # --- decord -------------------------------------------------------------------------------
 
 
-def _sample_decord(path, n, mode, short_side, source_size) -> Keyframes:
+def _sample_decord(path, n, mode, short_side, source_size, rule="linspace") -> Keyframes:
     try:
-        return _decord_frames(path, n, mode, short_side, source_size)
+        return _decord_frames(path, n, mode, short_side, source_size, rule)
     except MediaError:
         raise
     except Exception as exc:  # decord raises bare DECORDError/RuntimeError on odd files
         raise MediaError("decode_failed", f"decord: {exc}") from exc
 
 
-def _decord_frames(path, n, mode, short_side, source_size) -> Keyframes:
+def _decord_frames(path, n, mode, short_side, source_size, rule="linspace") -> Keyframes:
     import decord
 
     if source_size is None:
@@ -101,12 +133,29 @@ def _decord_frames(path, n, mode, short_side, source_size) -> Keyframes:
     new_w, new_h = scaled_size(*source_size, short_side)
     # decord resizes inside the decoder's scaler, cheaper than resizing RGB afterwards
     reader = decord.VideoReader(path, ctx=decord.cpu(0), width=new_w, height=new_h, num_threads=1)
-    indices = uniform_indices(len(reader), n)
+    indices = frame_indices(len(reader), n, rule)
     if mode == "snap":
         indices = _nearest(indices, reader.get_key_indices())
     frames = reader.get_batch(indices).asnumpy()
     stamps = reader.get_frame_timestamp(indices)[:, 0]
     return Keyframes(frames, indices, [round(float(t), 4) for t in stamps], "decord")
+
+
+def _decord_again(path, indices, short_side, source_size) -> np.ndarray:
+    """The frames at `indices` once more, at another size (decord resizes in the decoder)."""
+    import decord
+
+    try:
+        if source_size is None:
+            first = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            source_size = (first[0].shape[1], first[0].shape[0])
+        new_w, new_h = scaled_size(*source_size, short_side)
+        reader = decord.VideoReader(
+            path, ctx=decord.cpu(0), width=new_w, height=new_h, num_threads=1
+        )
+        return reader.get_batch(indices).asnumpy()
+    except Exception as exc:  # decord raises bare DECORDError/RuntimeError on odd files
+        raise MediaError("decode_failed", f"decord: {exc}") from exc
 
 
 def _nearest(targets: list[int], candidates) -> list[int]:
@@ -136,7 +185,14 @@ class _Video:
     where: dict  # pts -> position of its packet in `packets`
 
 
-def _sample_pyav(path: str, n: int, mode: str, short_side: int | None) -> Keyframes:
+def _sample_pyav(
+    path: str,
+    n: int,
+    mode: str,
+    short_side: int | None,
+    rule: str = "linspace",
+    extra_short_sides: tuple[int, ...] = (),
+) -> Keyframes:
     import av
 
     try:
@@ -145,16 +201,17 @@ def _sample_pyav(path: str, n: int, mode: str, short_side: int | None) -> Keyfra
             context = stream.codec_context
             context.thread_count = 1  # parallelism comes from many clips; skip toggles per packet
             video = _demux(container, stream)
-            indices = uniform_indices(video.shown, n)
+            indices = frame_indices(video.shown, n, rule)
             indices, picked = _pick(context, video, indices, mode == "snap")
             frames = _to_rgb(picked, short_side)
+            extra = {side: _to_rgb(picked, side or None) for side in extra_short_sides}
             trusted = video.display is not None
             stamps = [_seconds(f, i, stream, trusted) for i, f in zip(indices, picked, strict=True)]
     except MediaError:
         raise
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
         raise MediaError("decode_failed", f"pyav: {exc}") from exc
-    return Keyframes(frames, indices, stamps, "pyav")
+    return Keyframes(frames, indices, stamps, "pyav", extra)
 
 
 def _demux(container, stream) -> _Video:
