@@ -2,9 +2,14 @@
 
 Views (in KEY.json `text`; the trainer reads them by name; `pack.caption_view` picks KEY.txt):
   raw                title + hashtags (always there)
-  keyframe_captions  one caption per keyframe (8), from an image captioner (the paper: OFA,
-                     "what does the image describe?"; here BLIP-class through transformers, or
-                     any VLM behind an OpenAI-compatible server), prompt `keyframe_caption.txt`
+  keyframe_captions  one caption per keyframe (8), from an image captioner (the paper: OFA-large,
+                     prompt " what does the image describe?", 480x480, 5 beams,
+                     no_repeat_ngram_size 3; here BLIP-class through transformers, or any VLM
+                     behind an OpenAI-compatible server), prompt `keyframe_caption.txt`
+                     (vidal10m.yaml: `keyframe_caption_ofa.txt`, the paper's prompt as BLIP's
+                     text prefix, frames at `image_size` 480, the paper's decoding). OFA itself
+                     does not run here: its model class lives in OFA-Sys' fork of transformers,
+                     not in `transformers`.
   video_caption      a video-language model given the keyframes and a prompt with the title and
                      hashtags (the paper: mPLUG-Owl; here Qwen2-VL-class), `video_caption.txt`
 The `enhance` stage adds `enhanced` (an LLM's rewrite). ASR is not a view here.
@@ -58,6 +63,7 @@ class Generator:
     model: str = ""  # transformers: a model reference; openai: the server's model name
     prompt: str = ""  # a file in pipelines/prompts/, or a path
     decoding: Decoding = field(default_factory=Decoding)
+    image_size: int = 0  # frames resized to this square before the model (0: the model's own)
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend: the server's /v1 root
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (if any)
     timeout_s: float = 120.0
@@ -151,14 +157,19 @@ class ModelRunner:
 
     def record(self) -> dict:
         """What a view records in each sample's lineage."""
-        return {
+        info = {
             "backend": self.spec.backend,
             "model": self.spec.model,
             "revision": self.revision,
             "prompt": self.spec.prompt,
+            "prompt_text": self.template,
             "prompt_sha256": self.prompt_sha,
             "decoding": self.spec.decoding.record(),
+            "image_size": self.spec.image_size or None,
         }
+        if self.client is not None:  # what an OpenAI-style request cannot carry
+            info["decoding_not_sent"] = self.spec.decoding.not_in_openai()
+        return info
 
 
 def _load(kind: str, ref: str, precision: str, **load_args):
@@ -225,6 +236,14 @@ class GenerativeStage(Stage):
             return f"{self.name}.precision must be one of {PRECISIONS}, got {self.precision!r}"
         problem = self.guard.check_config()
         return f"{self.name}.guard: {problem}" if problem else None
+
+
+def square_frames(frames: np.ndarray, side: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames resized (bicubic) to side x side, as OFA's 480x480 input."""
+    from PIL import Image
+
+    resample = Image.Resampling.BICUBIC
+    return np.stack([np.asarray(Image.fromarray(f).resize((side, side), resample)) for f in frames])
 
 
 def sample_raw(sample: Sample) -> str:
@@ -356,10 +375,13 @@ class CaptionsStage(GenerativeStage):
         """Per clip, per frame: the caption text or the request's error."""
         runner = self.ready["keyframe_captions"]
         decoding = runner.spec.decoding
+        side = runner.spec.image_size
         if runner.net is not None:
-            return runner.net.caption(clips, runner.template, decoding)
+            size = (side, side) if side else None
+            return runner.net.caption(clips, runner.template, decoding, size)
         from vidal.models.openai_http import user_message
 
+        clips = [square_frames(frames, side) for frames in clips] if side else clips
         flat = runner.client.chat_many(
             [user_message(runner.template, [frame]) for frames in clips for frame in frames],
             **decoding.openai_kwargs(),
