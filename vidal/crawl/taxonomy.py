@@ -23,6 +23,7 @@ TOO_LARGE = "too_large"
 TOO_LONG = "too_long"
 NETWORK = "network"
 NOT_VIDEO = "not_video"
+NOT_AUDIO = "not_audio"  # a downloaded sound (Freesound) that does not decode as audio
 OTHER = "other"
 
 REASONS = (
@@ -36,6 +37,7 @@ REASONS = (
     TOO_LONG,
     NETWORK,
     NOT_VIDEO,
+    NOT_AUDIO,
     OTHER,
 )
 # Worth another try later: the server was busy or the connection broke. Everything else says

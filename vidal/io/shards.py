@@ -64,6 +64,7 @@ def sample_json(sample: Sample, caption_view: str) -> dict:
                 "video_codec",
                 "pix_fmt",
                 "has_audio",
+                "has_video",
             )
         },
         "clip": _public(sample.fields.get("clip", {})),

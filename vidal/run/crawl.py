@@ -598,6 +598,12 @@ def add_parsers(sub) -> None:
     src.add_argument(
         "--urls", help="skip the search: download these (.csv/.parquet/.jsonl, url column)"
     )
+    c.add_argument(
+        "--source",
+        choices=["video", "freesound"],
+        default="video",
+        help="video (yt-dlp search) or freesound (audio-text pairs; token in $FREESOUND_API_KEY)",
+    )
     c.add_argument("--max-terms", type=int, help="search only the first N terms")
     c.add_argument("--pipeline", default="crawl", help="pipeline YAML (default: crawl)")
     c.add_argument("--ray-address", help="Ray cluster to use: auto or ray://host:port")
@@ -635,6 +641,12 @@ def dispatch(args) -> int:
     if args.local:
         overrides.append("runner.kind=local")
     config = load_config(args.pipeline, overrides)
+    if args.source == "freesound":
+        if args.urls:
+            raise ConfigError("--urls downloads videos; --source freesound searches terms")
+        from vidal.run.crawl_freesound import dispatch as freesound_dispatch
+
+        return freesound_dispatch(config, args)
     try:
         outcome = run_crawl(
             config,

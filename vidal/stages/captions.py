@@ -43,7 +43,7 @@ from vidal.models.generate import Decoding, check_model
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext
-from vidal.stages.keyframes import load_keyframes
+from vidal.stages.keyframes import load_keyframes, skip_without_video
 from vidal.text import raw_caption
 from vidal.text_guard import Guard, check, clean_output
 
@@ -361,6 +361,8 @@ class CaptionsStage(GenerativeStage):
         return batch
 
     def _keyframes(self, sample: Sample) -> np.ndarray | None:
+        if skip_without_video(self.name, sample):
+            return None  # audio only: no frames to caption, and not a failure
         fields = sample.fields.get("keyframes")
         if not fields:
             sample.fail(self.name, "no_keyframes", "the keyframes stage must run before")

@@ -10,7 +10,7 @@ import fsspec
 
 from vidal.io.sources import REMOTE_SCHEMES
 from vidal.media.ffmpeg import MediaError
-from vidal.media.probe import probe
+from vidal.media.probe import probe, probe_audio
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
 
@@ -25,27 +25,41 @@ class ProbeStage(MediaStage):
     max_side: int = 4096
     max_bytes: int = 2 * 1024**3
     fetch_timeout: float = 60.0
+    # a file with audio and no video (Freesound's sounds) is an audio-only sample: the frame
+    # stages skip it, the audio stage keeps its sound (false: it fails with no_video_stream)
+    audio_only: bool = False
     batch_size: int = 32
 
     def process(self, sample: Sample) -> None:
         if sample.source.lower().startswith(REMOTE_SCHEMES):
             sample.fields["probe"] = {"fetched": self._fetch(sample)}
         with self.media(sample) as path:
-            info = probe(path)
-        sample.fields["probe"] = {**sample.fields.get("probe", {}), **info.to_dict()}
+            info = self._probe(path)
+        sample.fields["probe"] = {**sample.fields.get("probe", {}), **info}
         reason = self._outside_limits(info)
         if reason:
             sample.drop(self.name, reason)
 
-    def _outside_limits(self, info) -> str | None:
-        if info.duration > self.max_duration:
-            return f"too_long: {info.duration:.1f}s > {self.max_duration:g}s"
-        if info.duration < self.min_duration:
-            return f"too_short: {info.duration:.2f}s < {self.min_duration:g}s"
-        if min(info.width, info.height) < self.min_side:
-            return f"too_small: {info.width}x{info.height}, short side < {self.min_side}"
-        if max(info.width, info.height) > self.max_side:
-            return f"too_large: {info.width}x{info.height}, long side > {self.max_side}"
+    def _probe(self, path: str) -> dict:
+        try:
+            return {**probe(path).to_dict(), "has_video": True}
+        except MediaError as exc:
+            if not (self.audio_only and exc.reason == "no_video_stream"):
+                raise
+        return probe_audio(path)
+
+    def _outside_limits(self, info: dict) -> str | None:
+        duration, width, height = info["duration"], info["width"], info["height"]
+        if duration > self.max_duration:
+            return f"too_long: {duration:.1f}s > {self.max_duration:g}s"
+        if duration < self.min_duration:
+            return f"too_short: {duration:.2f}s < {self.min_duration:g}s"
+        if not info.get("has_video", True):
+            return None  # no picture: no size limits
+        if min(width, height) < self.min_side:
+            return f"too_small: {width}x{height}, short side < {self.min_side}"
+        if max(width, height) > self.max_side:
+            return f"too_large: {width}x{height}, long side > {self.max_side}"
         return None
 
     def _fetch(self, sample: Sample) -> str:
