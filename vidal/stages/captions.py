@@ -284,6 +284,7 @@ class CaptionsStage(GenerativeStage):
         )
     )
     frame_short_side: int = 224  # frames' short side for the local video model
+    frames: str = "keyframes"  # keyframes | full (keyframes.full_frames: OFA saw full frames)
     precision: str = "bf16"
     guard: Guard = field(default_factory=Guard)
     batch_size: int = 8
@@ -299,6 +300,8 @@ class CaptionsStage(GenerativeStage):
         return models
 
     def check(self) -> str | None:
+        if self.frames not in ("keyframes", "full"):
+            return f"captions.frames must be 'keyframes' or 'full', got {self.frames!r}"
         if not (self.keyframe_captions or self.video_caption):
             return "captions: enable keyframe_captions or video_caption (or drop the stage)"
         if self.keyframe_captions:
@@ -367,8 +370,12 @@ class CaptionsStage(GenerativeStage):
         if not fields:
             sample.fail(self.name, "no_keyframes", "the keyframes stage must run before")
             return None
+        full = self.frames == "full"
+        if full and "full" not in fields:
+            sample.fail(self.name, "no_full_frames", "set keyframes.full_frames: true")
+            return None
         try:
-            return load_keyframes(self.store, fields)
+            return load_keyframes(self.store, fields, full=full)
         except Exception as exc:
             sample.fail(self.name, "keyframes_unreadable", f"{type(exc).__name__}: {exc}")
             return None
