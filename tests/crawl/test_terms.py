@@ -229,6 +229,13 @@ def test_without_files_the_shipped_labels_serve():
     rows = build_terms(TermsConfig(size=100_000))
     assert 200 < len(rows) <= 264
     assert {r["source"] for r in rows} == {"coco_instances", "ava", "hmdb51"}
+    provenance = {}
+    build_terms(TermsConfig(size=10), provenance)
+    assert set(provenance["coco_instances"]["files"]) == {
+        str(resolve("manifests/vocab") / "coco_things.csv"),
+        str(resolve("manifests/vocab") / "coco_stuff.csv"),
+    }
+    assert provenance["coco_instances"]["licence"].startswith("CC BY 4.0")
     with pytest.raises(ValueError, match="unknown term source"):
         build_terms(TermsConfig(use=["ucf101"]))
     with pytest.raises(FileNotFoundError, match="--source"):

@@ -216,11 +216,14 @@ def fetch(source: Source, cache_dir: Path, url: str | None = None, timeout: floa
     return target
 
 
-def provenance(source: Source, path: Path | None, url: str | None, count: int) -> dict:
+def provenance(source: Source, paths: list[Path], url: str | None, count: int) -> dict:
     """What the term list records per source: where it came from, its licence, its size."""
     record = {"licence": source.licence, "entries": count, "kind": source.kind}
-    if path is not None:
-        record.update(file=str(path), sha256=_sha256(path), read_at=time.strftime("%Y-%m-%d"))
+    if paths:
+        record.update(file=str(paths[0]), sha256=_sha256(paths[0]))
+        record["read_at"] = time.strftime("%Y-%m-%d")
+    if len(paths) > 1:  # the shipped lists of a source (COCO's things and stuff)
+        record["files"] = {str(p): _sha256(p) for p in paths}
     if url:
         record["url"] = url
     return record

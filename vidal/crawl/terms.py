@@ -81,11 +81,11 @@ def read_sources(config: TermsConfig) -> tuple[list[Entry], dict]:
         if source is None:
             known = ", ".join(term_sources.SOURCES)
             raise ValueError(f"unknown term source {name!r}; known: {known}")
-        texts, path, url = _read_one(source, config, cache)
+        texts, paths, url = _read_one(source, config, cache)
         if texts is None:
             continue
         entries += [Entry(t, source.kind, name) for t in texts]
-        record[name] = term_sources.provenance(source, path, url, len(texts))
+        record[name] = term_sources.provenance(source, paths, url, len(texts))
     if not entries:
         raise FileNotFoundError(
             "no term source could be read: pass --source NAME=PATH (or --fetch with a network)"
@@ -94,21 +94,21 @@ def read_sources(config: TermsConfig) -> tuple[list[Entry], dict]:
 
 
 def _read_one(source, config: TermsConfig, cache: Path):
-    """(texts, path, url) of one source: its local file, a fetched copy, or the shipped labels;
-    (None, None, None) when it has none of them."""
+    """(texts, paths, url) of one source: its local file, a fetched copy, or the shipped
+    labels; (None, [], None) when it has none of them."""
     local = config.sources.get(source.name)
     if local:
         path = Path(local).expanduser()
-        return term_sources.READERS[source.name](path), path, None
+        return term_sources.READERS[source.name](path), [path], None
     url = config.urls.get(source.name) or source.url
     if config.fetch and url:
         path = term_sources.fetch(source, cache, url)
-        return term_sources.READERS[source.name](path), path, url
+        return term_sources.READERS[source.name](path), [path], url
     if source.shipped:
         files = [resolve(config.vocab_dir) / f"{stem}.csv" for stem in source.shipped]
         texts = [t for f in files for t in read_vocab(f)]
-        return texts, files[0], None
-    return None, None, None
+        return texts, files, None
+    return None, [], None
 
 
 def pool(entries: list[Entry], config: TermsConfig) -> list[Entry]:
