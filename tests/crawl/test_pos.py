@@ -89,3 +89,13 @@ def test_keywords_are_lowercase_nouns_and_verbs_without_auxiliaries():
     assert tagger.keywords("How to play chess.") == [("play", VERB), ("chess", NOUN)]
     assert ("is", VERB) not in tagger.keywords("a man is riding a horse")
     assert tagger.keywords("") == [] and tagger.keywords("!!! 42") == []
+
+
+def test_many_processes_tag_like_one():
+    from vidal.crawl.pos import keywords_many
+
+    texts = [
+        line.replace("/N", "").replace("/V", "").replace("/O", "") for line in GOLD.split("\n")
+    ]
+    texts = [t for t in texts if t.strip()] * 4
+    assert keywords_many(texts, workers=2, chunk=40) == keywords_many(texts, workers=1)

@@ -79,3 +79,22 @@ def coarse(tag: str) -> str:
 def english_tagger() -> Tagger:
     """One tagger per process (loading the rule tree takes about a second)."""
     return Tagger()
+
+
+def _keywords_of(texts: list[str]) -> list[list[tuple[str, str]]]:
+    tagger = english_tagger()
+    return [tagger.keywords(t) for t in texts]
+
+
+def keywords_many(texts: list[str], workers: int = 1, chunk: int = 5000) -> list:
+    """`Tagger.keywords` of every text, in order; over `workers` processes for large pools
+    (the tagger runs at about 5k words/s on one core: COCO's 590k captions take ~20 min)."""
+    if workers <= 1 or len(texts) <= chunk:
+        return _keywords_of(texts)
+    import concurrent.futures
+    import multiprocessing
+
+    parts = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
+    context = multiprocessing.get_context("spawn")  # no fork of a threaded parent
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        return [k for part in pool.map(_keywords_of, parts) for k in part]

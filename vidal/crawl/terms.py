@@ -22,6 +22,7 @@ import collections
 import csv
 import io
 import itertools
+import os
 import random
 import re
 from collections import Counter, defaultdict
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from vidal.crawl import term_sources
 from vidal.crawl.filters import resolve
-from vidal.crawl.pos import NOUN, VERB, english_tagger
+from vidal.crawl.pos import NOUN, VERB, keywords_many
 
 COLUMNS = ["term", "kind", "source", "keyword", "pos", "keywords"]
 
@@ -47,6 +48,7 @@ class TermsConfig:
     vocab_dir: str = "manifests/vocab"  # the shipped label vocabularies (fallback)
     min_keyword_count: int = 2  # a keyword must occur in this many pooled terms
     max_words: int = 16  # longer captions are no search terms
+    workers: int = 0  # tagging processes for large pools; 0: one per CPU
 
 
 @dataclass
@@ -118,9 +120,10 @@ def pool(entries: list[Entry], config: TermsConfig) -> list[Entry]:
         term = normalise(entry.term)
         if term and term not in unique and len(term.split()) <= config.max_words:
             unique[term] = Entry(term, entry.kind, entry.source)
-    tagger = english_tagger()
-    for entry in unique.values():
-        entry.keywords = list(dict.fromkeys(tagger.keywords(entry.term)))
+    workers = config.workers or os.cpu_count() or 1
+    tagged = keywords_many([e.term for e in unique.values()], workers)
+    for entry, keywords in zip(unique.values(), tagged, strict=True):
+        entry.keywords = list(dict.fromkeys(keywords))
     counts = Counter(k for e in unique.values() for k in e.keywords)
     # a dataset's label is its own evidence: its keywords stay, and count in captions too
     labelled = {k for e in unique.values() if e.kind == term_sources.LABEL for k in e.keywords}
