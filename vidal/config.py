@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vidal.crawl.filters import TextFilter
+from vidal.crawl.freesound import FreesoundOptions
 from vidal.crawl.terms import TermsConfig
 from vidal.stages import STAGES, Stage
 from vidal.stages.download import DownloadStage
@@ -62,6 +63,7 @@ class CrawlConfig:
     search: SearchStage = field(default_factory=SearchStage)
     filter: TextFilter = field(default_factory=TextFilter)
     download: DownloadStage = field(default_factory=DownloadStage)
+    freesound: FreesoundOptions = field(default_factory=FreesoundOptions)  # --source freesound
     wave: int = 256  # candidates per download wave; the manifests are rewritten after each
 
 

@@ -2,9 +2,11 @@
 
 A candidate is kept when its (known) duration is at most `max_duration`, its title has at least
 `min_title_words` words or it carries at least one hashtag that is not junk, and no title word is
-on the stop-word list. Junk hashtags (#shorts, #fyp, ...) are stripped first, from the hashtag
-list and from the title text, so they neither count as hashtags nor reach the `raw` caption.
-Titles made only of emoji, symbols or URLs are dropped. Every drop has a reason slug.
+on the stop-word list (the paper's Table 10; `stopword_action: strip` removes them instead).
+Junk hashtags (#shorts, #fyp, ...) are stripped first, from the hashtag list and from the title
+text, and junk words ("youtube", "fyp", "shorts": the paper's Section 4.2) from the title as bare
+words too, so they neither count nor reach the `raw` caption. Titles made only of emoji, symbols
+or URLs are dropped. Every drop has a reason slug.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _HASHTAG = re.compile(r"#[^\s#]+")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
+STOPWORD_ACTIONS = ("drop", "strip")
 
 
 @dataclass
@@ -29,16 +32,26 @@ class TextFilter:
     min_title_words: int = 2  # ... unless the candidate has a (non-junk) hashtag
     stopwords_file: str = "manifests/stopwords.txt"  # relative paths resolve against the repo
     junk_hashtags_file: str = "manifests/junk_hashtags.txt"
+    junk_words_file: str = "manifests/junk_words.txt"  # removed as words and as hashtags
     extra_stopwords: list[str] = field(default_factory=list)
+    extra_stopwords_files: list[str] = field(default_factory=list)  # more lists, same format
     extra_junk_hashtags: list[str] = field(default_factory=list)
+    extra_junk_words: list[str] = field(default_factory=list)
+    stopword_action: str = "drop"  # drop: the candidate goes; strip: the words go from its text
     max_title_chars: int = 300
 
     def stopwords(self) -> frozenset[str]:
-        return _word_list(self.stopwords_file) | {w.lower() for w in self.extra_stopwords}
+        lists = [_word_list(f) for f in (self.stopwords_file, *self.extra_stopwords_files)]
+        return frozenset().union(*lists) | {w.lower() for w in self.extra_stopwords}
+
+    def junk_words(self) -> frozenset[str]:
+        extra = {w.lower().lstrip("#") for w in self.extra_junk_words}
+        return (_word_list(self.junk_words_file) if self.junk_words_file else frozenset()) | extra
 
     def junk(self) -> frozenset[str]:
+        """Hashtags to strip: the junk hashtags and the junk words."""
         extra = {w.lower().lstrip("#") for w in self.extra_junk_hashtags}
-        return _word_list(self.junk_hashtags_file) | extra
+        return _word_list(self.junk_hashtags_file) | extra | self.junk_words()
 
 
 @dataclass
@@ -81,14 +94,32 @@ def strip_junk(title: str, hashtags: list[str], junk: frozenset[str]) -> tuple[s
     return cleaned, [t for t in hashtags if t[1:].lower() not in junk]
 
 
+def strip_words(text: str, words: frozenset[str]) -> str:
+    """Remove whole words (case-insensitive, not inside hashtags) from a title."""
+    if not words:
+        return text
+
+    def keep(match: re.Match) -> str:
+        word = match.group(0)
+        return "" if not word.startswith("#") and word.lower() in words else word
+
+    text = re.sub(r"\s+", " ", re.sub(r"#[^\s#]+|" + _WORD.pattern, keep, text))
+    return text.strip(" :;,|-–—")  # a separator left at either end by a removed word
+
+
 def apply_filter(
     rule: TextFilter, title: str, hashtags: list[str], duration: float | None
 ) -> FilteredText:
     """Clean the text and decide whether the candidate is kept (and why not)."""
+    if rule.stopword_action not in STOPWORD_ACTIONS:
+        raise ValueError(f"stopword_action must be one of {STOPWORD_ACTIONS}")
     raw = clean_text(title, rule.max_title_chars)
     tags = parse_hashtags([*hashtags, *_HASHTAG.findall(raw)])
     text, tags = strip_junk(_URL.sub(" ", raw).strip(), tags, rule.junk())
-    text = re.sub(r"\s+", " ", text).strip()
+    text = strip_words(text, rule.junk_words())
+    if rule.stopword_action == "strip":
+        text = strip_words(text, rule.stopwords())
+        tags = [t for t in tags if t[1:].lower() not in rule.stopwords()]
     return FilteredText(text, tags, _drop_reason(rule, raw, text, tags, duration))
 
 

@@ -26,6 +26,7 @@ TOO_LONG = "too_long"
 NETWORK = "network"
 NOT_VIDEO = "not_video"
 URL_REFUSED = "url_refused"  # the URL policy (vidal.net) refused a URL or a redirect hop
+NOT_AUDIO = "not_audio"  # a downloaded sound (Freesound) that does not decode as audio
 OTHER = "other"
 
 REASONS = (
@@ -40,6 +41,7 @@ REASONS = (
     NETWORK,
     NOT_VIDEO,
     URL_REFUSED,
+    NOT_AUDIO,
     OTHER,
 )
 # Worth another try later: the server was busy or the connection broke. Everything else says

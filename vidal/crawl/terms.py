@@ -1,147 +1,197 @@
-"""Balanced search terms from the label vocabularies shipped in `manifests/vocab/`.
+"""The search-term database, built the paper's way (LanguageBind §4.1, Appendix A):
 
-LanguageBind built ~100k terms from the label and caption vocabularies of visual datasets,
-balanced by part of speech (nouns and verbs) and frequency. No POS tagger installs with its model
-from a package registry here, so vidal balances by what the vocabularies already say: each label
-is an object (a noun), an action (a verb phrase) or a scene. The list is built in tiers:
+1. pool the labels and captions of the visual datasets (YouTube-8M, MSR-VTT, COCO, AVA,
+   HMDB-51, ImageNet, and HowTo100M from Table 9), each read in its published format
+   (`vidal.crawl.term_sources`), de-duplicated after normalising case, spaces and end punctuation;
+2. tag every term's part of speech offline (`vidal.crawl.pos`: Penn tags, as NLTK's tagger);
+   its nouns and verbs are its keywords;
+3. reduce by frequency: a keyword seen in fewer than `min_keyword_count` terms of the pool is no
+   keyword (a typo, a name) unless a label has it; a term of more than `max_words` words, or
+   with no keyword left, goes;
+4. take a balanced subset of `size` terms (default 100,000): nouns and verbs take turns, and
+   within each part of speech its keywords take turns, each taking its next unused term (labels
+   before captions, the rest in a seeded random order): nouns and verbs get the same share while
+   both last, and the keywords of one part of speech about the same number of terms each.
 
-1. every label alone (its search form, alternatives like "run|jog" each a term);
-2. pairs across categories: action + object, object + scene, action + scene;
-3. triples: action + object + scene.
-
-Within a tier every template gets an equal share, and combinations are drawn uniformly without
-replacement with a seeded RNG, so each label appears about equally often (the frequency
-balance). The same vocabularies, size and seed always give the same list.
+The paper gives no frequency threshold and no balancing ratio; these are vidal's readings.
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import itertools
+import os
 import random
-from collections.abc import Iterator
+import re
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vidal.crawl import term_sources
 from vidal.crawl.filters import resolve
+from vidal.crawl.pos import NOUN, VERB, keywords_many
 
-CATEGORIES = ("object", "action", "scene")
-PAIRS = (("action", "object"), ("object", "scene"), ("action", "scene"))
-TRIPLES = (("action", "object", "scene"),)
+COLUMNS = ["term", "kind", "source", "keyword", "pos", "keywords"]
 
 
 @dataclass
 class TermsConfig:
-    size: int = 100_000
+    size: int = 100_000  # the paper's 100k
     seed: int = 0
-    vocab_dir: str = "manifests/vocab"  # every *.csv in it (label, term, category)
-    sources: list[str] = field(default_factory=list)  # file stems to use; empty = all
+    sources: dict[str, str] = field(default_factory=dict)  # source -> local file, folder or zip
+    use: list[str] = field(default_factory=lambda: list(term_sources.SOURCES))  # sources to pool
+    fetch: bool = False  # download the sources that have a URL and no local file (cached)
+    cache_dir: str = "~/.cache/vidal/terms"
+    urls: dict[str, str] = field(default_factory=dict)  # override a source's download URL
+    vocab_dir: str = "manifests/vocab"  # the shipped label vocabularies (fallback)
+    min_keyword_count: int = 2  # a keyword must occur in this many pooled terms
+    max_words: int = 16  # longer captions are no search terms
+    workers: int = 0  # tagging processes for large pools; 0: one per CPU
 
 
-@dataclass(frozen=True)
-class Label:
-    term: str  # the search form
-    category: str
-    source: str  # the vocabulary file's stem (coco_things, hmdb51, ...)
+@dataclass
+class Entry:
+    term: str
+    kind: str  # label | caption
+    source: str
+    keywords: list[tuple[str, str]] = field(default_factory=list)  # (word, noun|verb)
 
 
-def read_vocab(path: Path) -> list[Label]:
-    """Rows of one vocabulary file ('#' lines are its header comments)."""
+def read_vocab(path: Path) -> list[str]:
+    """Search forms of a shipped vocabulary CSV (label, term, category; '#' lines are its header);
+    '|' separates alternatives (AVA's "run/jog" -> "run|jog")."""
     text = "".join(ln for ln in path.read_text("utf-8").splitlines(True) if not ln.startswith("#"))
-    labels = []
+    found = []
     for row in csv.DictReader(io.StringIO(text)):
-        category = row["category"].strip()
-        if category not in CATEGORIES:
-            raise ValueError(f"{path.name}: category {category!r} is not one of {CATEGORIES}")
-        for term in row["term"].split("|"):
-            if term.strip():
-                labels.append(Label(term.strip().lower(), category, path.stem))
-    return labels
+        found += [t.strip() for t in row["term"].split("|") if t.strip()]
+    return found
 
 
-def load_vocabularies(config: TermsConfig) -> dict[str, list[Label]]:
-    """Labels by category, de-duplicated by search form (the first source keeps it)."""
-    files = sorted(resolve(config.vocab_dir).glob("*.csv"))
-    if config.sources:
-        files = [f for f in files if f.stem in config.sources]
-    if not files:
-        raise FileNotFoundError(f"no vocabulary files in {config.vocab_dir}")
-    by_category: dict[str, list[Label]] = {c: [] for c in CATEGORIES}
-    seen: set[str] = set()
-    for label in itertools.chain.from_iterable(read_vocab(f) for f in files):
-        if label.term not in seen:
-            seen.add(label.term)
-            by_category[label.category].append(label)
-    return by_category
+def normalise(text: str) -> str:
+    """One form per term: lower case, single spaces, no end punctuation."""
+    return re.sub(r"\s+", " ", text).strip().strip(".!?;:, ").lower()
 
 
-def _draw(pools: list[list[Label]], rng: random.Random) -> Iterator[tuple[Label, ...]]:
-    """Combinations of one label per pool, uniformly without replacement, never materialised."""
-    sizes = [len(p) for p in pools]
-    total = 1
-    for n in sizes:
-        total *= n
-    for index in rng.sample(range(total), total) if total <= 2_000_000 else _lazy(total, rng):
-        combo = []
-        for pool, n in zip(pools, sizes, strict=True):
-            index, i = divmod(index, n)
-            combo.append(pool[i])
-        yield tuple(combo)
+def read_sources(config: TermsConfig) -> tuple[list[Entry], dict]:
+    """Every source's entries, and per source its provenance (file or URL, licence, count)."""
+    entries, record = [], {}
+    cache = Path(config.cache_dir).expanduser()
+    for name in config.use:
+        source = term_sources.SOURCES.get(name)
+        if source is None:
+            known = ", ".join(term_sources.SOURCES)
+            raise ValueError(f"unknown term source {name!r}; known: {known}")
+        texts, paths, url = _read_one(source, config, cache)
+        if texts is None:
+            continue
+        entries += [Entry(t, source.kind, name) for t in texts]
+        record[name] = term_sources.provenance(source, paths, url, len(texts))
+    if not entries:
+        raise FileNotFoundError(
+            "no term source could be read: pass --source NAME=PATH (or --fetch with a network)"
+        )
+    return entries, record
 
 
-def _lazy(total: int, rng: random.Random) -> Iterator[int]:
-    """Distinct random indices for product spaces too large to permute."""
-    seen: set[int] = set()
-    while len(seen) < total:
-        i = rng.randrange(total)
-        if i not in seen:
-            seen.add(i)
-            yield i
+def _read_one(source, config: TermsConfig, cache: Path):
+    """(texts, paths, url) of one source: its local file, a fetched copy, or the shipped
+    labels; (None, [], None) when it has none of them."""
+    local = config.sources.get(source.name)
+    if local:
+        path = Path(local).expanduser()
+        return term_sources.READERS[source.name](path), [path], None
+    url = config.urls.get(source.name) or source.url
+    if config.fetch and url:
+        path = term_sources.fetch(source, cache, url)
+        return term_sources.READERS[source.name](path), [path], url
+    if source.shipped:
+        files = [resolve(config.vocab_dir) / f"{stem}.csv" for stem in source.shipped]
+        texts = [t for f in files for t in read_vocab(f)]
+        return texts, files, None
+    return None, [], None
 
 
-def _interleave(streams: list[Iterator[tuple[Label, ...]]]) -> Iterator[tuple[Label, ...]]:
-    """Round-robin over the templates of a tier, so each gets an equal share."""
-    live = list(streams)
-    while live:
-        for stream in list(live):
-            item = next(stream, None)
-            if item is None:
-                live.remove(stream)
-            else:
-                yield item
+def pool(entries: list[Entry], config: TermsConfig) -> list[Entry]:
+    """De-duplicated, tagged, frequency-reduced entries (the first source keeps a term)."""
+    unique: dict[str, Entry] = {}
+    for entry in entries:
+        term = normalise(entry.term)
+        if term and term not in unique and len(term.split()) <= config.max_words:
+            unique[term] = Entry(term, entry.kind, entry.source)
+    workers = config.workers or os.cpu_count() or 1
+    tagged = keywords_many([e.term for e in unique.values()], workers)
+    for entry, keywords in zip(unique.values(), tagged, strict=True):
+        entry.keywords = list(dict.fromkeys(keywords))
+    counts = Counter(k for e in unique.values() for k in e.keywords)
+    # a dataset's label is its own evidence: its keywords stay, and count in captions too
+    labelled = {k for e in unique.values() if e.kind == term_sources.LABEL for k in e.keywords}
+    for entry in unique.values():
+        entry.keywords = [
+            k for k in entry.keywords if k in labelled or counts[k] >= config.min_keyword_count
+        ]
+    return [e for e in unique.values() if e.keywords]
 
 
-def build_terms(config: TermsConfig) -> list[dict]:
-    """The balanced term list: rows of term, kind, categories, sources."""
-    vocab = load_vocabularies(config)
-    rng = random.Random(config.seed)
-    singles = [(label,) for c in CATEGORIES for label in vocab[c]]
-    rng.shuffle(singles)
-    tiers = [iter(singles)]
-    for templates in (PAIRS, TRIPLES):
-        usable = [t for t in templates if all(vocab[c] for c in t)]
-        tiers.append(_interleave([_draw([vocab[c] for c in t], rng) for t in usable]))
-    rows: list[dict] = []
-    seen: set[str] = set()
-    for combo in itertools.chain.from_iterable(tiers):
-        if len(rows) >= config.size:
-            break
-        term = " ".join(label.term for label in combo)
-        if term not in seen:
-            seen.add(term)
-            rows.append(_row(term, combo))
-    return rows
+def balance(entries: list[Entry], size: int, seed: int) -> list[tuple[Entry, tuple[str, str]]]:
+    """`size` entries picked in rounds over the keywords (nouns and verbs alternating), each
+    with the keyword that picked it."""
+    rng = random.Random(seed)
+    order = list(range(len(entries)))
+    rng.shuffle(order)
+    order.sort(key=lambda i: entries[i].kind != term_sources.LABEL)  # labels first, stable
+    queues: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i in order:
+        for keyword in entries[i].keywords:
+            queues[keyword].append(i)
+    by_pos = {pos: sorted(k for k in queues if k[1] == pos) for pos in (NOUN, VERB)}
+    for keys in by_pos.values():
+        rng.shuffle(keys)
+    rings = {pos: collections.deque(keys) for pos, keys in by_pos.items()}
+    cursors = dict.fromkeys(queues, 0)
+    taken: set[int] = set()
+    picked: list[tuple[Entry, tuple[str, str]]] = []
+    turns = itertools.cycle((NOUN, VERB))
+    while len(picked) < size and any(rings.values()):
+        ring = rings[next(turns)]
+        while ring:  # this part of speech's next keyword that still has an unused term
+            keyword = ring.popleft()
+            index = _next_unused(queues[keyword], cursors, keyword, taken)
+            if index is not None:
+                ring.append(keyword)
+                taken.add(index)
+                picked.append((entries[index], keyword))
+                break
+    return picked
 
 
-def _row(term: str, combo: tuple[Label, ...]) -> dict:
-    kind = {1: "single", 2: "pair", 3: "triple"}[len(combo)]
-    return {
-        "term": term,
-        "kind": kind,
-        "categories": "+".join(label.category for label in combo),
-        "sources": "+".join(label.source for label in combo),
-    }
+def _next_unused(queue: list[int], cursors: dict, keyword, taken: set[int]) -> int | None:
+    at = cursors[keyword]
+    while at < len(queue) and queue[at] in taken:
+        at += 1
+    cursors[keyword] = at + 1
+    return queue[at] if at < len(queue) else None
+
+
+def build_terms(config: TermsConfig, provenance: dict | None = None) -> list[dict]:
+    """The balanced term list: rows of term, kind, source, keyword (that picked it), its pos,
+    and all its keywords. `provenance`, when given, receives each source's record."""
+    entries, record = read_sources(config)
+    if provenance is not None:
+        provenance.update(record)
+    picked = balance(pool(entries, config), config.size, config.seed)
+    return [
+        {
+            "term": entry.term,
+            "kind": entry.kind,
+            "source": entry.source,
+            "keyword": keyword[0],
+            "pos": keyword[1],
+            "keywords": " ".join(w for w, _ in entry.keywords),
+        }
+        for entry, keyword in picked
+    ]
 
 
 def read_terms(path: str) -> list[str]:
@@ -165,13 +215,20 @@ def read_terms(path: str) -> list[str]:
     return list(dict.fromkeys(v.strip() for v in values if v and v.strip()))
 
 
-def write_terms(rows: list[dict], path: str) -> None:
-    """Write the term list as CSV, atomically (temp file + rename)."""
+def write_terms(rows: list[dict], path: str, provenance: dict | None = None) -> None:
+    """Write the term list as CSV, atomically (temp file + rename), and beside it
+    `<name>.sources.json`: each source's file or URL, licence and entry count."""
+    import json
+
     from vidal.io.store import Store
 
     target = Path(path).resolve()
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, ["term", "kind", "categories", "sources"], lineterminator="\n")
+    writer = csv.DictWriter(buf, COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    Store(str(target.parent)).write_bytes(target.name, buf.getvalue().encode("utf-8"))
+    store = Store(str(target.parent))
+    store.write_bytes(target.name, buf.getvalue().encode("utf-8"))
+    if provenance is not None:
+        blob = json.dumps(provenance, indent=2, sort_keys=True).encode("utf-8")
+        store.write_bytes(f"{target.stem}.sources.json", blob)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from vidal.media.ffmpeg import MediaError
 
 MODES = ("exact", "snap")
 BACKENDS = ("auto", "pyav", "decord")
+INDEX_RULES = ("linspace", "languagebind_gen")
 
 
 @dataclass
@@ -37,6 +38,8 @@ class Keyframes:
     indices: list[int]  # frame index in the source of each frame
     timestamps: list[float]  # seconds from the start of the source
     backend: str
+    # the same frames at other short sides (0: the source's size), from the same decode
+    extra: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -47,6 +50,26 @@ def uniform_indices(total_frames: int, n: int) -> list[int]:
     if total_frames <= 0:
         raise MediaError("no_frames", "the video has no decodable frames")
     return np.linspace(0, total_frames - 1, n, dtype=int).tolist()
+
+
+def languagebind_gen_indices(total_frames: int, n: int) -> list[int]:
+    """The frames LanguageBind's generation code read for depth, thermal and OFA captions
+    (`modality_generation_codes/*_ddp*.py`): frame ``i * (n_frames // n)`` for i < n, so the
+    last frames of a clip are never used (and every index is 0 for clips under n frames)."""
+    if total_frames <= 0:
+        raise MediaError("no_frames", "the video has no decodable frames")
+    step = total_frames // n
+    return [i * step for i in range(n)]
+
+
+def frame_indices(total_frames: int, n: int, rule: str = "linspace") -> list[int]:
+    """n frame indices by `rule`: linspace (LanguageBind's training loader) or
+    languagebind_gen (its modality generation code)."""
+    if rule == "languagebind_gen":
+        return languagebind_gen_indices(total_frames, n)
+    if rule != "linspace":
+        raise ValueError(f"frame index rule must be one of {INDEX_RULES}, not {rule!r}")
+    return uniform_indices(total_frames, n)
 
 
 def scaled_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -65,6 +88,8 @@ def sample_keyframes(
     backend: str = "auto",
     source_size: tuple[int, int] | None = None,
     max_seconds: float | None = None,
+    rule: str = "linspace",
+    extra_short_sides: tuple[int, ...] = (),
 ) -> Keyframes:
     """Read `n` uniformly spaced frames of `path` (RGB, short side resized to `short_side`).
 
@@ -72,17 +97,24 @@ def sample_keyframes(
     `source_size` (width, height), when the caller has probed it already, saves decord a
     second open of the file; PyAV does not need it. `max_seconds` (the probed duration) keeps
     the frames inside the time range the clip and audio are cut to, whatever the file holds
-    past what its header says.
+    past what its header says. `rule`: which frames (`frame_indices`). `extra_short_sides`:
+    the same frames at these short sides too (0: the source's size; never upscaled), in
+    `Keyframes.extra`, for models that want more pixels than the keyframes keep.
     """
     if mode not in MODES:
         raise ValueError(f"keyframes mode must be one of {MODES}, not {mode!r}")
     if backend not in BACKENDS:
         raise ValueError(f"keyframes backend must be one of {BACKENDS}, not {backend!r}")
+    if rule not in INDEX_RULES:
+        raise ValueError(f"frame index rule must be one of {INDEX_RULES}, not {rule!r}")
     path = os.fspath(path)
     if backend == "decord":
-        kf = _sample_decord(path, n, mode, short_side, source_size, max_seconds)
+        kf = _sample_decord(path, n, mode, short_side, source_size, max_seconds, rule)
+        for side in extra_short_sides:
+            kf.extra[side] = _decord_again(path, kf.indices, side or None, source_size)
     else:
-        kf = _sample_pyav(path, n, mode, short_side, max_seconds)
+        extra = tuple(extra_short_sides)
+        kf = _sample_pyav(path, n, mode, short_side, max_seconds, rule, extra)
     _check_range(kf.timestamps, max_seconds)
     return kf
 
@@ -98,17 +130,17 @@ def _check_range(stamps: list[float], max_seconds: float | None) -> None:
 # --- decord -------------------------------------------------------------------------------
 
 
-def _sample_decord(path, n, mode, short_side, source_size, max_seconds) -> Keyframes:
+def _sample_decord(path, n, mode, short_side, source_size, max_seconds, rule) -> Keyframes:
     vet_for_decord(path)  # decord probes the format itself: refuse what could open other files
     try:
-        return _decord_frames(path, n, mode, short_side, source_size, max_seconds)
+        return _decord_frames(path, n, mode, short_side, source_size, max_seconds, rule)
     except MediaError:
         raise
     except Exception as exc:  # decord raises bare DECORDError/RuntimeError on odd files
         raise MediaError("decode_failed", f"decord: {exc}") from exc
 
 
-def _decord_frames(path, n, mode, short_side, source_size, max_seconds) -> Keyframes:
+def _decord_frames(path, n, mode, short_side, source_size, max_seconds, rule) -> Keyframes:
     import decord
 
     if source_size is None:
@@ -121,12 +153,29 @@ def _decord_frames(path, n, mode, short_side, source_size, max_seconds) -> Keyfr
     if max_seconds and total:
         starts = reader.get_frame_timestamp(list(range(total)))[:, 0]
         total = int(np.count_nonzero(starts < max_seconds))
-    indices = uniform_indices(total, n)
+    indices = frame_indices(total, n, rule)
     if mode == "snap":
         indices = _nearest(indices, [k for k in reader.get_key_indices() if k < total])
     frames = reader.get_batch(indices).asnumpy()
     stamps = reader.get_frame_timestamp(indices)[:, 0]
     return Keyframes(frames, indices, [round(float(t), 4) for t in stamps], "decord")
+
+
+def _decord_again(path, indices, short_side, source_size) -> np.ndarray:
+    """The frames at `indices` once more, at another size (decord resizes in the decoder)."""
+    import decord
+
+    try:
+        if source_size is None:
+            first = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
+            source_size = (first[0].shape[1], first[0].shape[0])
+        new_w, new_h = scaled_size(*source_size, short_side)
+        reader = decord.VideoReader(
+            path, ctx=decord.cpu(0), width=new_w, height=new_h, num_threads=1
+        )
+        return reader.get_batch(indices).asnumpy()
+    except Exception as exc:  # decord raises bare DECORDError/RuntimeError on odd files
+        raise MediaError("decode_failed", f"decord: {exc}") from exc
 
 
 def _nearest(targets: list[int], candidates) -> list[int]:
@@ -156,7 +205,15 @@ class _Video:
     where: dict  # pts -> position of its packet in `packets`
 
 
-def _sample_pyav(path: str, n: int, mode: str, short_side, max_seconds) -> Keyframes:
+def _sample_pyav(
+    path: str,
+    n: int,
+    mode: str,
+    short_side: int | None,
+    max_seconds: float | None = None,
+    rule: str = "linspace",
+    extra_short_sides: tuple[int, ...] = (),
+) -> Keyframes:
     import av
 
     try:
@@ -165,16 +222,17 @@ def _sample_pyav(path: str, n: int, mode: str, short_side, max_seconds) -> Keyfr
             context = stream.codec_context
             context.thread_count = 1  # parallelism comes from many clips; skip toggles per packet
             video = _demux(container, stream, _end_pts(stream, max_seconds))
-            indices = uniform_indices(video.shown, n)
+            indices = frame_indices(video.shown, n, rule)
             indices, picked = _pick(context, video, indices, mode == "snap")
             frames = _to_rgb(picked, short_side)
+            extra = {side: _to_rgb(picked, side or None) for side in extra_short_sides}
             trusted = video.display is not None
             stamps = [_seconds(f, i, stream, trusted) for i, f in zip(indices, picked, strict=True)]
     except MediaError:
         raise
     except (av.error.FFmpegError, IndexError, ValueError) as exc:
         raise MediaError("decode_failed", f"pyav: {exc}") from exc
-    return Keyframes(frames, indices, stamps, "pyav")
+    return Keyframes(frames, indices, stamps, "pyav", extra)
 
 
 def _end_pts(stream, max_seconds: float | None) -> int | None:

@@ -83,3 +83,39 @@ def _duration(container, video) -> float:
     if container.duration is not None:
         return container.duration / av.time_base
     return 0.0
+
+
+def probe_audio(path: str | os.PathLike) -> dict:
+    """Describe a file that holds audio and no video (a sound from Freesound), with the keys of
+    `ProbeResult.to_dict()` (video ones zero or empty) and `has_video: False`."""
+    path = os.fspath(path)
+    size = _file_size(path)
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError("not_media", f"cannot open {os.path.basename(path)}: {exc}") from exc
+    with container:
+        if not container.streams.audio:
+            kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
+            raise MediaError("no_audio_stream", f"the file holds {kinds}, no audio")
+        audio = container.streams.audio[0]
+        if audio.duration is not None and audio.time_base:
+            duration = float(audio.duration * Fraction(audio.time_base))
+        else:
+            duration = (container.duration or 0) / av.time_base
+        return {
+            "duration": round(duration, 4),
+            "fps": 0.0,
+            "width": 0,
+            "height": 0,
+            "num_frames": 0,
+            "video_codec": "",
+            "pix_fmt": "",
+            "has_audio": True,
+            "has_video": False,
+            "audio_codec": audio.codec_context.name,
+            "audio_sample_rate": int(audio.codec_context.sample_rate or 0),
+            "audio_channels": int(audio.codec_context.channels or 0),
+            "container": container.format.name,
+            "size_bytes": size,
+        }

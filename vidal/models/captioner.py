@@ -54,13 +54,21 @@ class _Local:
 
 
 class ImageCaptioner(_Local):
-    def caption(self, clips: list[np.ndarray], prompt: str, decoding: Decoding) -> list[list[str]]:
-        """A caption per frame of every clip (n_i, H, W, 3) uint8; one generate call."""
+    def caption(
+        self,
+        clips: list[np.ndarray],
+        prompt: str,
+        decoding: Decoding,
+        size: tuple[int, int] | None = None,
+    ) -> list[list[str]]:
+        """A caption per frame of every clip (n_i, H, W, 3) uint8; one generate call. `size`:
+        the (h, w) frames are resized to (default: the processor's)."""
         import torch
 
         if not clips:
             return []
-        size = _square(self.processor)
+        native = _square(self.processor)
+        size = tuple(size or native)
         with torch.inference_mode():
             pixels = torch.cat(
                 [to_pixels(_tensor(f).to(self.device), size, self.processor) for f in clips]
@@ -73,6 +81,8 @@ class ImageCaptioner(_Local):
                     pixel_values=pixels,
                     input_ids=ids,
                     attention_mask=torch.ones_like(ids),
+                    # another size than the model was trained at (OFA's 480 on BLIP's 384)
+                    interpolate_pos_encoding=size != native,
                     **decoding.hf_kwargs(),
                 )
         texts = self._decode(out[:, ids.shape[1] :])

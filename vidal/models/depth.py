@@ -11,6 +11,10 @@ to a fixed square (DPT-Large; `transformers`' DPT-ViT only takes square inputs).
 share an inference shape share one forward pass: one pass for a whole batch when its clips
 share an aspect ratio (short-video crawls nearly always do) or when the model is square.
 Pixels are prepared in torch on the model's device, like the model's image processor does.
+
+`input_hw` (h, w) instead resizes every frame to one fixed size first, as LanguageBind's
+generation code did for GLPN-NYU (448 x 796, bicubic, full frames); the processor's rounding
+to its multiple (GLPN: 32) then floors both sides, as `GLPNImageProcessor` does.
 """
 
 from __future__ import annotations
@@ -41,8 +45,12 @@ class DepthEstimator:
         device: str,
         precision: str,
         inference_size: int = 0,
+        input_hw: tuple[int, int] | None = None,
+        follow_orientation: bool = False,
     ):
         self.model = bundle.model.to(device).eval()
+        self.input_hw = tuple(input_hw) if input_hw else None
+        self.follow_orientation = follow_orientation
         self.processor = bundle.image_processor
         self.source, self.revision = source, revision
         self.device, self.precision = device, precision
@@ -53,19 +61,48 @@ class DepthEstimator:
 
     @classmethod
     def load(
-        cls, ref: str, precision: str = "bf16", inference_size: int = 0, device: str | None = None
+        cls,
+        ref: str,
+        precision: str = "bf16",
+        inference_size: int = 0,
+        device: str | None = None,
+        input_hw: tuple[int, int] | None = None,
+        follow_orientation: bool = False,
     ) -> DepthEstimator:
         source = resolve(ref)
         bundle = tiny.build(source.location) if source.kind == "tiny" else _from_folder(source)
         revision = source.revision or weights_digest(bundle.model)
-        return cls(bundle, source, revision, device or select_device(), precision, inference_size)
+        device = device or select_device()
+        return cls(
+            bundle,
+            source,
+            revision,
+            device,
+            precision,
+            inference_size,
+            input_hw,
+            follow_orientation,
+        )
 
     @property
     def ref(self) -> str:
         return self.source.ref
 
+    def fixed_hw(self, height: int, width: int) -> tuple[int, int] | None:
+        """The fixed (h, w) every frame is resized to first (None: keep the aspect ratio)."""
+        if not self.input_hw:
+            return None
+        h, w = self.input_hw
+        if self.follow_orientation and (height > width) != (h > w):
+            return w, h  # a portrait frame gets the portrait form of the size
+        return h, w
+
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """(h, w) a frame of height x width is resized to for the model."""
+        fixed = self.fixed_hw(height, width)
+        if fixed:  # floored to the multiple, as GLPNImageProcessor does
+            m = self.multiple
+            return max(m, fixed[0] // m * m), max(m, fixed[1] // m * m)
         if self.fixed:
             side = _round(self.inference_size or self.fixed, self.multiple)
             return side, side
@@ -95,6 +132,9 @@ class DepthEstimator:
 
     def _pixels(self, frames: np.ndarray, size: tuple[int, int]):
         x = torch_from(frames).to(self.device)
+        fixed = self.fixed_hw(*frames.shape[1:3])
+        if fixed and tuple(fixed) != tuple(frames.shape[1:3]):
+            x = _resize_uint8(x, fixed)
         return to_pixels(x, size, self.processor)
 
     def forward(self, pixels):
@@ -112,6 +152,16 @@ def torch_from(frames: np.ndarray):
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(frames))
+
+
+def _resize_uint8(frames, size: tuple[int, int]):
+    """(N, H, W, 3) uint8 -> (N, h, w, 3) uint8, bicubic (antialiased) like PIL's resize."""
+    import torch
+    import torch.nn.functional as F
+
+    x = frames.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return x.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def is_relative(config) -> bool:

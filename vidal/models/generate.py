@@ -64,6 +64,15 @@ class Decoding:
             kwargs["seed"] = self.seed
         return kwargs
 
+    def not_in_openai(self) -> list[str]:
+        """Settings that differ from the defaults but an OpenAI-style request cannot carry
+        (beam search, n-gram blocking): recorded, so nobody mistakes them for applied."""
+        return [
+            name
+            for name, default in (("num_beams", 1), ("no_repeat_ngram_size", 0))
+            if getattr(self, name) != default
+        ]
+
     def record(self) -> dict:
         return asdict(self)
 

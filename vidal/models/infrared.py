@@ -13,6 +13,12 @@ Frames are resized (antialiased bilinear) so the short side is `inference_size` 
 translated in [-1, 1], mapped to [0, 1] by (x + 1) / 2, averaged over channels (grayscale),
 resized to the requested output size and stored as uint8. Each clip gets one style code, drawn
 from its own seed, so a clip's frames share a style and reruns are identical.
+
+LanguageBind's generation code (`thermal_ddp.py`) differs, and `translate`'s options follow it
+for the paper-exact pipeline: frames resized to one fixed size (`input_hw`, 400 x 640), a style
+drawn per frame (`per_frame_style`, still from the clip's seed, so reruns are identical), the
+output min-max normalised per frame (`normalize="minmax"`, torchvision's
+`save_image(normalize=True)` on one frame) and kept as 3 channels (`channels=3`).
 """
 
 from __future__ import annotations
@@ -73,8 +79,12 @@ def _file_digest(path: Path) -> str:
 class InfraredTranslator:
     """`kind` munit | pix2pix; `translate` makes the uint8 thermal frames of many clips."""
 
-    def __init__(self, kind, nets, ref, revision, device, precision, inference_size=0):
+    def __init__(
+        self, kind, nets, ref, revision, device, precision, inference_size=0, input_hw=None
+    ):
         self.kind, self.ref, self.revision = kind, ref, revision
+        self.input_hw = tuple(input_hw) if input_hw else None
+        self.follow_orientation = False
         self.device, self.precision = device, precision
         self.inference_size = int(inference_size or 0)
         self.nets = [n.to(device).eval() for n in nets]
@@ -87,7 +97,21 @@ class InfraredTranslator:
             self.multiple, self.style_dim = self.nets[0].multiple, 0
 
     @classmethod
-    def load(cls, ref: str, precision: str = "bf16", inference_size: int = 0, device=None):
+    def load(
+        cls,
+        ref: str,
+        precision: str = "bf16",
+        inference_size: int = 0,
+        device=None,
+        input_hw=None,
+        follow_orientation: bool = False,
+    ):
+        net = cls._load(ref, precision, inference_size, device, input_hw)
+        net.follow_orientation = follow_orientation
+        return net
+
+    @classmethod
+    def _load(cls, ref, precision, inference_size, device, input_hw):
         import torch
 
         from vidal.models import munit, pix2pix
@@ -105,33 +129,51 @@ class InfraredTranslator:
                 else:
                     nets, kind = [pix2pix.build_generator(pix2pix.TINY)], "pix2pix"
             revision = weights_digest(torch.nn.ModuleList(nets))
-            return cls(kind, nets, ref, revision, device, precision, inference_size)
+            return cls(kind, nets, ref, revision, device, precision, inference_size, input_hw)
         path = _locate(ref)
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if pix2pix.is_checkpoint(ckpt):
             nets, kind = [pix2pix.load_checkpoint(path)], "pix2pix"
         else:
             nets, kind = list(munit.load_translation_weights(path)), "munit"
-        return cls(kind, nets, ref, _file_digest(path), device, precision, inference_size)
+        digest = _file_digest(path)
+        return cls(kind, nets, ref, digest, device, precision, inference_size, input_hw)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """(h, w) a frame is translated at: short side `inference_size`, model multiples."""
+        """(h, w) a frame is translated at: short side `inference_size` (or the fixed
+        `input_hw`), model multiples."""
+        if self.input_hw:
+            h, w = self.input_hw
+            if self.follow_orientation and (height > width) != (h > w):
+                h, w = w, h
+            m = self.multiple
+            return max(m, round(h / m) * m), max(m, round(w / m) * m)
         short = self.inference_size or DEFAULT_SHORT_SIDE
         scale = short / min(height, width)
         m = self.multiple
         return max(m, round(height * scale / m) * m), max(m, round(width * scale / m) * m)
 
-    def styles(self, seed: int):
-        """The clip's style code (1, style_dim, 1, 1) from N(0, 1), drawn from its own seed."""
+    def styles(self, seed: int, frames: int = 1, per_frame: bool = False):
+        """Style codes (frames, style_dim, 1, 1) from N(0, 1), drawn from the clip's seed: one
+        shared by every frame, or (`per_frame`) one per frame."""
         import torch
 
         gen = torch.Generator().manual_seed(int(seed))
-        return torch.randn(1, self.style_dim, 1, 1, generator=gen)
+        if per_frame:
+            return torch.randn(frames, self.style_dim, 1, 1, generator=gen)
+        return torch.randn(1, self.style_dim, 1, 1, generator=gen).expand(frames, -1, -1, -1)
 
     def translate(
-        self, clips: list[np.ndarray], out_sizes: list[tuple[int, int]], seeds: list[int]
+        self,
+        clips: list[np.ndarray],
+        out_sizes: list[tuple[int, int]],
+        seeds: list[int],
+        per_frame_style: bool = False,
+        normalize: str = "fixed",
+        channels: int = 1,
     ) -> list[np.ndarray]:
-        """uint8 (n_i, h_i, w_i) thermal frames for every clip (n_i, H, W, 3) uint8.
+        """uint8 (n_i, h_i, w_i) thermal frames — (n_i, h_i, w_i, 3) with `channels=3` — for
+        every clip (n_i, H, W, 3) uint8. `normalize`: fixed ((x + 1) / 2) or minmax (per frame).
         One forward per distinct inference shape."""
         import torch
 
@@ -145,12 +187,12 @@ class InfraredTranslator:
                 styles = None
                 if self.kind == "munit":
                     styles = torch.cat(
-                        [self.styles(seeds[i]).expand(len(clips[i]), -1, -1, -1) for i in members]
+                        [self.styles(seeds[i], len(clips[i]), per_frame_style) for i in members]
                     ).to(self.device)
                 y = self.forward(x, styles).float()
                 parts = y.split([len(clips[i]) for i in members])
                 for i, part in zip(members, parts, strict=True):
-                    results[i] = _to_gray_uint8(part, out_sizes[i])
+                    results[i] = to_uint8(part, out_sizes[i], normalize, channels)
         return results
 
     def forward(self, x, styles=None):
@@ -178,13 +220,24 @@ def _pixels(frames: np.ndarray, size: tuple[int, int], device: str):
     return (x / 127.5 - 1.0).clamp(-1, 1)
 
 
-def _to_gray_uint8(y, size: tuple[int, int]) -> np.ndarray:
+def to_uint8(y, size: tuple[int, int], normalize: str = "fixed", channels: int = 1) -> np.ndarray:
+    """[-1, 1] (N, C, h, w) model output -> uint8 (N, *size) (or (N, *size, 3) for 3 channels).
+
+    fixed: (y + 1) / 2; minmax: each frame's own min and max to 0 and 1, all channels together
+    (torchvision's `save_image(normalize=True)` of one frame)."""
     import torch.nn.functional as F
 
-    gray = ((y + 1) / 2).mean(dim=1, keepdim=True)
-    if tuple(gray.shape[-2:]) != tuple(size):
-        gray = F.interpolate(gray, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return (gray[:, 0].clamp(0, 1) * 255).round().to(dtype=_uint8()).cpu().numpy()
+    if normalize == "minmax":
+        lo = y.amin(dim=(1, 2, 3), keepdim=True)
+        hi = y.amax(dim=(1, 2, 3), keepdim=True)
+        y = (y - lo) / (hi - lo).clamp_min(1e-5)
+    else:
+        y = (y + 1) / 2
+    y = y.mean(dim=1, keepdim=True) if channels == 1 else y.expand(-1, 3, -1, -1)
+    if tuple(y.shape[-2:]) != tuple(size):
+        y = F.interpolate(y, size=size, mode="bilinear", antialias=True, align_corners=False)
+    out = (y.clamp(0, 1) * 255).round().to(dtype=_uint8()).cpu()
+    return out[:, 0].numpy() if channels == 1 else out.permute(0, 2, 3, 1).numpy()
 
 
 def _uint8():

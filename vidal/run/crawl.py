@@ -112,11 +112,13 @@ def _resolve(host: str, port: int, timeout: float) -> tuple:
 
 
 def run_terms(config: Config, out_path: str) -> int:
-    rows = terms.build_terms(config.crawl.terms)
-    terms.write_terms(rows, out_path)
-    kinds = Counter(r["kind"] for r in rows)
+    provenance: dict = {}
+    rows = terms.build_terms(config.crawl.terms, provenance)
+    terms.write_terms(rows, out_path, provenance)
+    counts = Counter(r["kind"] for r in rows) + Counter(r["pos"] for r in rows)
     print(
-        f"wrote {len(rows)} terms to {out_path} ({', '.join(f'{v} {k}' for k, v in kinds.items())})"
+        f"wrote {len(rows)} terms to {out_path} ({', '.join(f'{v} {k}' for k, v in counts.items())}"
+        f"; sources: {', '.join(provenance)})"
     )
     return 0
 
@@ -583,8 +585,17 @@ def _stop(actors: list) -> None:
 
 def add_parsers(sub) -> None:
     """The `terms` and `crawl` sub-commands of `vidal`."""
-    t = sub.add_parser("terms", help="build the balanced search-term list (manifests/vocab)")
+    t = sub.add_parser("terms", help="build the balanced search-term list (the paper's sources)")
     t.add_argument("--out", default="manifests/terms.csv", help="CSV to write")
+    t.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a source's published file (youtube8m, msrvtt, coco_captions, coco_instances, ava, "
+        "hmdb51, imagenet, howto100m); repeatable",
+    )
+    t.add_argument("--fetch", action="store_true", help="download sources with a known URL")
     t.add_argument("--size", type=int, help="number of terms (config: crawl.terms.size)")
     t.add_argument("--seed", type=int, help="random seed (config: crawl.terms.seed)")
     t.add_argument("--pipeline", default="crawl", help="pipeline YAML (default: crawl)")
@@ -595,6 +606,12 @@ def add_parsers(sub) -> None:
     src.add_argument("--terms", help="search terms (.csv with a term column, .txt, .parquet)")
     src.add_argument(
         "--urls", help="skip the search: download these (.csv/.parquet/.jsonl, url column)"
+    )
+    c.add_argument(
+        "--source",
+        choices=["video", "freesound"],
+        default="video",
+        help="video (yt-dlp search) or freesound (audio-text pairs; token in $FREESOUND_API_KEY)",
     )
     c.add_argument("--max-terms", type=int, help="search only the first N terms")
     c.add_argument("--pipeline", default="crawl", help="pipeline YAML (default: crawl)")
@@ -620,12 +637,25 @@ def dispatch(args) -> int:
             for k in ("size", "seed")
             if getattr(args, k) is not None
         ]
+        for item in args.source:
+            name, _, path = item.partition("=")
+            if not path:
+                raise ConfigError(f"--source takes NAME=PATH, got {item!r}")
+            overrides.append(f"crawl.terms.sources.{name}={Path(path).resolve()}")
+        if args.fetch:
+            overrides.append("crawl.terms.fetch=true")
         return run_terms(load_config(args.pipeline, overrides), args.out)
     if args.ray_address:
         overrides.append(f"runner.ray_address={args.ray_address}")
     if args.local:
         overrides.append("runner.kind=local")
     config = load_config(args.pipeline, overrides)
+    if args.source == "freesound":
+        if args.urls:
+            raise ConfigError("--urls downloads videos; --source freesound searches terms")
+        from vidal.run.crawl_freesound import dispatch as freesound_dispatch
+
+        return freesound_dispatch(config, args)
     try:
         outcome = run_crawl(
             config,

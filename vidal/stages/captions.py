@@ -2,9 +2,14 @@
 
 Views (in KEY.json `text`; the trainer reads them by name; `pack.caption_view` picks KEY.txt):
   raw                title + hashtags (always there)
-  keyframe_captions  one caption per keyframe (8), from an image captioner (the paper: OFA,
-                     "what does the image describe?"; here BLIP-class through transformers, or
-                     any VLM behind an OpenAI-compatible server), prompt `keyframe_caption.txt`
+  keyframe_captions  one caption per keyframe (8), from an image captioner (the paper: OFA-large,
+                     prompt " what does the image describe?", 480x480, 5 beams,
+                     no_repeat_ngram_size 3; here BLIP-class through transformers, or any VLM
+                     behind an OpenAI-compatible server), prompt `keyframe_caption.txt`
+                     (vidal10m.yaml: `keyframe_caption_ofa.txt`, the paper's prompt as BLIP's
+                     text prefix, frames at `image_size` 480, the paper's decoding). OFA itself
+                     does not run here: its model class lives in OFA-Sys' fork of transformers,
+                     not in `transformers`.
   video_caption      a video-language model given the keyframes and a prompt with the title and
                      hashtags (the paper: mPLUG-Owl; here Qwen2-VL-class), `video_caption.txt`
 The `enhance` stage adds `enhanced` (an LLM's rewrite). ASR is not a view here.
@@ -40,7 +45,7 @@ from vidal.models.generate import Decoding, check_model
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext, record_model_load
-from vidal.stages.keyframes import load_keyframes
+from vidal.stages.keyframes import load_keyframes, skip_without_video
 from vidal.stages.outputs import Column, Outputs
 from vidal.stages.registry import register
 from vidal.text import raw_caption, text_views
@@ -62,6 +67,7 @@ class Generator:
     model: str = ""  # transformers: a model reference; openai: the server's model name
     prompt: str = ""  # a file in pipelines/prompts/, or a path
     decoding: Decoding = field(default_factory=Decoding)
+    image_size: int = 0  # frames resized to this square before the model (0: the model's own)
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend: the server's /v1 root
     api_key_env: str = "OPENAI_API_KEY"  # the environment variable holding the key (if any)
     timeout_s: float = 120.0
@@ -155,14 +161,19 @@ class ModelRunner:
 
     def record(self) -> dict:
         """What a view records in each sample's lineage."""
-        return {
+        info = {
             "backend": self.spec.backend,
             "model": self.spec.model,
             "revision": self.revision,
             "prompt": self.spec.prompt,
+            "prompt_text": self.template,
             "prompt_sha256": self.prompt_sha,
             "decoding": self.spec.decoding.record(),
+            "image_size": self.spec.image_size or None,
         }
+        if self.client is not None:  # what an OpenAI-style request cannot carry
+            info["decoding_not_sent"] = self.spec.decoding.not_in_openai()
+        return info
 
 
 def _load(kind: str, ref: str, precision: str, **load_args):
@@ -244,6 +255,14 @@ class GenerativeStage(Stage):
         return f"{self.name}.guard: {problem}" if problem else None
 
 
+def square_frames(frames: np.ndarray, side: int) -> np.ndarray:
+    """(N, H, W, 3) uint8 frames resized (bicubic) to side x side, as OFA's 480x480 input."""
+    from PIL import Image
+
+    resample = Image.Resampling.BICUBIC
+    return np.stack([np.asarray(Image.fromarray(f).resize((side, side), resample)) for f in frames])
+
+
 def sample_raw(sample: Sample) -> str:
     return raw_caption(sample.meta.get("title", ""), sample.meta.get("hashtags", []))
 
@@ -300,6 +319,7 @@ class CaptionsStage(GenerativeStage):
         )
     )
     frame_short_side: int = 224  # frames' short side for the local video model
+    frames: str = "keyframes"  # keyframes | full (keyframes.full_frames: OFA saw full frames)
     precision: str = "bf16"
     guard: Guard = field(default_factory=Guard)
     batch_size: int = 8
@@ -315,6 +335,8 @@ class CaptionsStage(GenerativeStage):
         return models
 
     def check(self) -> str | None:
+        if self.frames not in ("keyframes", "full"):
+            return f"captions.frames must be 'keyframes' or 'full', got {self.frames!r}"
         if not (self.keyframe_captions or self.video_caption):
             return "captions: enable keyframe_captions or video_caption (or drop the stage)"
         if self.keyframe_captions:
@@ -377,12 +399,18 @@ class CaptionsStage(GenerativeStage):
         return batch
 
     def _keyframes(self, sample: Sample) -> np.ndarray | None:
+        if skip_without_video(self.name, sample):
+            return None  # audio only: no frames to caption, and not a failure
         fields = sample.fields.get("keyframes")
         if not fields:
             sample.fail(self.name, "no_keyframes", "the keyframes stage must run before")
             return None
+        full = self.frames == "full"
+        if full and "full" not in fields:
+            sample.fail(self.name, "no_full_frames", "set keyframes.full_frames: true")
+            return None
         try:
-            return load_keyframes(self.store, fields)
+            return load_keyframes(self.store, fields, full=full)
         except Exception as exc:
             sample.fail(self.name, "keyframes_unreadable", f"{type(exc).__name__}: {exc}")
             return None
@@ -391,10 +419,13 @@ class CaptionsStage(GenerativeStage):
         """Per clip, per frame: the caption text or the request's error."""
         runner = self.ready["keyframe_captions"]
         decoding = runner.spec.decoding
+        side = runner.spec.image_size
         if runner.net is not None:
-            return runner.net.caption(clips, runner.template, decoding)
+            size = (side, side) if side else None
+            return runner.net.caption(clips, runner.template, decoding, size)
         from vidal.models.openai_http import user_message
 
+        clips = [square_frames(frames, side) for frames in clips] if side else clips
         flat = runner.client.chat_many(
             [user_message(runner.template, [frame]) for frames in clips for frame in frames],
             **decoding.openai_kwargs(),

@@ -9,6 +9,7 @@ from vidal.media.ffmpeg import MediaError
 from vidal.media.probe import probe
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
+from vidal.stages.keyframes import skip_without_video
 from vidal.stages.outputs import Member, Outputs, Public
 from vidal.stages.registry import register
 
@@ -42,6 +43,8 @@ class ClipStage(MediaStage):
     batch_size: int = 4
 
     def process(self, sample: Sample) -> None:
+        if skip_without_video(self.name, sample):
+            return  # audio only: the FLAC is the sample's media
         info = sample.fields["probe"]
         settings = EncodeSettings(
             self.short_side,

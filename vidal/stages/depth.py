@@ -12,6 +12,10 @@ Their maps are stored as the sample's inverse depth min-max normalised over all 
 `relative: true`, `encoding: "inverse_depth_minmax"` and `scale: [lo, hi]`, the model
 values that 0 and 65535 stand for: value = lo + png / 65535 * (hi - lo).
 
+The paper-exact pipeline (vidal10m.yaml) follows LanguageBind's generation code instead of the
+keyframes: GLPN-NYU on the *full* frames (`frames: full`, from `keyframes.full_frames`) resized
+to `input_hw` 448 x 796, in fp32, the maps resized bicubic back to the keyframes' size.
+
 Sanity checks make per-sample errors: non-finite output (`depth_nan`), and a constant map
 (`depth_constant`) unless the keyframe itself is a flat image (a black fade-in frame has no
 depth to find) — and always when every map of the sample is constant.
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -64,6 +68,9 @@ class DepthStage(KeyframeModelStage):
     output_short_side: int = 256  # maps are the keyframes' size, shrunk to this when larger
     max_depth_m: float = 10.0  # metric depth is clipped to [0, max_depth_m], stored in mm
     precision: str = "bf16"  # autocast on GPU: bf16 | fp16 | fp32
+    frames: str = "keyframes"  # keyframes | full (keyframes.full_frames: the frames at full size)
+    input_hw: list[int] = field(default_factory=list)  # [h, w]: one fixed model input size
+    follow_orientation: bool = False  # input_hw as [w, h] for portrait frames
     batch_size: int = 8
 
     def check(self) -> str | None:
@@ -74,16 +81,22 @@ class DepthStage(KeyframeModelStage):
             return f"depth.max_depth_m must be in (0, 65.535] (uint16 mm), got {self.max_depth_m}"
         if self.output_short_side < 1 or self.inference_size < 0:
             return "depth.output_short_side must be >= 1 and depth.inference_size >= 0"
-        return None
+        return check_frame_params(self.name, self.frames, self.input_hw)
 
     def load_model(self):
         from vidal.models.depth import DepthEstimator
 
-        return DepthEstimator.load(self.model, self.precision, self.inference_size)
+        return DepthEstimator.load(
+            self.model,
+            self.precision,
+            self.inference_size,
+            input_hw=tuple(self.input_hw) or None,
+            follow_orientation=self.follow_orientation,
+        )
 
     def infer(self, items: list[tuple[Sample, np.ndarray]]) -> None:
         """One batched prediction for the frames of every sample, then encode each."""
-        sizes = [self.out_size(*frames.shape[1:3]) for _, frames in items]
+        sizes = [self.out_size(*keyframe_hw(sample)) for sample, _ in items]
         maps = self.net.predict([frames for _, frames in items], sizes)
         for (sample, frames), depth in zip(items, maps, strict=True):
             self.results[sample.key] = (frames, depth)
@@ -111,8 +124,24 @@ class DepthStage(KeyframeModelStage):
             "height": int(values.shape[1]),
             "width": int(values.shape[2]),
             "inference_size": list(self.net.input_size(*frames.shape[1:3])),
+            "input_frames": [int(frames.shape[1]), int(frames.shape[2])],
             **extra,
         }
+
+
+def keyframe_hw(sample: Sample) -> tuple[int, int]:
+    """(height, width) of the sample's keyframes: the per-frame outputs' size before shrinking
+    (also when the model read the full-size frames)."""
+    fields = sample.fields["keyframes"]
+    return int(fields["height"]), int(fields["width"])
+
+
+def check_frame_params(stage: str, frames: str, input_hw: list[int]) -> str | None:
+    if frames not in ("keyframes", "full"):
+        return f"{stage}.frames must be 'keyframes' or 'full', got {frames!r}"
+    if input_hw and (len(input_hw) != 2 or min(input_hw) < 1):
+        return f"{stage}.input_hw must be [height, width], got {input_hw}"
+    return None
 
 
 def check_maps(depth: np.ndarray, frames: np.ndarray) -> None:

@@ -22,6 +22,7 @@ from vidal.stages.captions import (
     render,
     sample_raw,
 )
+from vidal.stages.keyframes import skip_without_video
 from vidal.stages.outputs import Outputs
 from vidal.stages.registry import register
 from vidal.text_guard import Guard
@@ -62,7 +63,8 @@ class EnhanceStage(GenerativeStage):
         return {"enhanced": ModelRunner(self.llm, "text", self.precision)}
 
     def process_batch(self, batch: list[Sample]) -> list[Sample]:
-        todo = [s for s in batch if s.ok]
+        # an audio-only sample has no video caption to rewrite: skipped, not failed
+        todo = [s for s in batch if s.ok and not skip_without_video(self.name, s)]
         if self.load_error:
             for sample in todo:
                 sample.fail(self.name, *self.load_error)

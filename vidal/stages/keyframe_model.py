@@ -16,7 +16,7 @@ import numpy as np
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError, check_reference
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext, record_model_load
-from vidal.stages.keyframes import load_keyframes
+from vidal.stages.keyframes import load_keyframes, skip_without_video
 
 log = logging.getLogger(__name__)
 
@@ -89,13 +89,24 @@ class KeyframeModelStage(Stage):
         self.results.clear()
         return batch
 
+    def frame_source(self) -> str:
+        """Which stored frames the model reads: `keyframes` (the tiles at the keyframes' short
+        side) or `full` (keyframes.full_frames: the same frames at full size)."""
+        return getattr(self, "frames", "keyframes")
+
     def _keyframes(self, sample: Sample) -> np.ndarray | None:
+        if skip_without_video(self.name, sample):
+            return None  # audio only: nothing to see, and not a failure
         fields = sample.fields.get("keyframes")
         if not fields:
             sample.fail(self.name, "no_keyframes", "the keyframes stage must run before")
             return None
+        full = self.frame_source() == "full"
+        if full and "full" not in fields:
+            sample.fail(self.name, "no_full_frames", "set keyframes.full_frames: true")
+            return None
         try:
-            return load_keyframes(self.store, fields)
+            return load_keyframes(self.store, fields, full=full)
         except Exception as exc:  # a missing or corrupt keyframe file is this sample's problem
             sample.fail(self.name, "keyframes_unreadable", f"{type(exc).__name__}: {exc}")
             return None

@@ -1,7 +1,11 @@
 """keyframes: N uniformly spaced frames by seeking, stored tiled side by side in one image.
 
 Every per-frame modality (depth, infrared, keyframe captions) uses these frame indices, so
-frame k of each modality shows the same moment.
+frame k of each modality shows the same moment. `indices` picks them: `linspace` (LanguageBind's
+training loader, ``np.linspace(0, n - 1, 8)``) or `languagebind_gen` (its modality generation
+code, frame ``i * (n // 8)``). With `full_frames`, the same frames are also stored at
+`full_short_side` (0: the source's size), from the same decode, for model stages that read
+frames at their model's resolution (`frames: full`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from vidal.media.frames import sample_keyframes
+from vidal.media.frames import INDEX_RULES, sample_keyframes
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
 from vidal.stages.outputs import Column, Funnel, Outputs, Public
@@ -36,7 +40,9 @@ class KeyframesStage(MediaStage):
     name = "keyframes"
     outputs = Outputs(
         columns=(Column("frame_indices", pa.list_(pa.int64()), "indices"),),
-        public=Public("frames", fields=("indices", "timestamps", "count", "width", "height")),
+        public=Public(
+            "frames", fields=("indices", "index_rule", "timestamps", "count", "width", "height")
+        ),
         reads={"probe": ("width", "height")},
         optional_reads={"probe": ("fetched",)},
         funnel=Funnel("decoded"),
@@ -48,15 +54,22 @@ class KeyframesStage(MediaStage):
     backend: str = "auto"  # auto (decord, then PyAV), decord, pyav
     image_format: str = "jpg"  # jpg (quality below) or png (lossless)
     jpeg_quality: int = 95
+    indices: str = "linspace"  # linspace | languagebind_gen
+    full_frames: bool = False  # also store the frames at full_short_side for model stages
+    full_short_side: int = 0  # 0: the source's size (never upscaled)
     batch_size: int = 8
 
     def check(self) -> str | None:
         if self.mode not in ("exact", "snap"):
             return f"keyframes.mode must be 'exact' or 'snap', got {self.mode!r}"
+        if self.indices not in INDEX_RULES:
+            return f"keyframes.indices must be one of {INDEX_RULES}, got {self.indices!r}"
         return None
 
     def process(self, sample: Sample) -> None:
         info = sample.fields["probe"]
+        if skip_without_video(self.name, sample):
+            return
         with self.media(sample) as path:
             kf = sample_keyframes(
                 path,
@@ -67,18 +80,27 @@ class KeyframesStage(MediaStage):
                 source_size=(info["width"], info["height"]),
                 # the clip and audio are cut to the probed duration: so are the frames
                 max_seconds=info.get("duration") or None,
+                rule=self.indices,
+                extra_short_sides=(self.full_short_side,) if self.full_frames else (),
             )
         rel = payload_path(self.name, sample, f".{self.image_format}")
         self.store.write_bytes(rel, self._encode(tile(kf.frames)))
-        sample.fields[self.name] = {
+        fields = {
             "file": rel,
             "indices": kf.indices,
+            "index_rule": self.indices,
             "timestamps": kf.timestamps,
             "width": int(kf.frames.shape[2]),
             "height": int(kf.frames.shape[1]),
             "count": len(kf),
             "backend": kf.backend,
         }
+        if self.full_frames:
+            full = kf.extra[self.full_short_side]
+            full_rel = payload_path(self.name, sample, f".full.{self.image_format}")
+            self.store.write_bytes(full_rel, self._encode(tile(full)))
+            fields["full"] = {"file": full_rel, "width": full.shape[2], "height": full.shape[1]}
+        sample.fields[self.name] = fields
 
     def _encode(self, image: np.ndarray) -> bytes:
         buf = io.BytesIO()
@@ -89,7 +111,22 @@ class KeyframesStage(MediaStage):
         return buf.getvalue()
 
 
-def load_keyframes(store, fields: dict) -> np.ndarray:
-    """The stored keyframes of a sample as (N, H, W, 3) uint8."""
-    image = np.asarray(Image.open(io.BytesIO(store.read_bytes(fields["file"]))).convert("RGB"))
+def load_keyframes(store, fields: dict, full: bool = False) -> np.ndarray:
+    """The stored keyframes of a sample as (N, H, W, 3) uint8; `full`: the full-size copy."""
+    if full and "full" not in fields:
+        raise KeyError("no full-size frames: the keyframes stage needs full_frames: true")
+    file = fields["full"]["file"] if full else fields["file"]
+    image = np.asarray(Image.open(io.BytesIO(store.read_bytes(file))).convert("RGB"))
     return untile(image, fields["count"])
+
+
+AUDIO_ONLY = "audio_only"
+
+
+def skip_without_video(stage: str, sample: Sample) -> bool:
+    """An audio-only sample (a Freesound clip: probe found no video) has nothing for the
+    frame stages: they record why they skipped it, which is not a failure, and it goes on."""
+    if sample.fields.get("probe", {}).get("has_video", True):
+        return False
+    sample.fields[stage] = {"skipped": AUDIO_ONLY}
+    return True

@@ -11,13 +11,23 @@ import pyarrow as pa
 from vidal import net
 from vidal.io.sources import REMOTE_SCHEMES, VIDEO_EXTENSIONS
 from vidal.media.ffmpeg import MediaError
-from vidal.media.probe import probe
+from vidal.media.probe import probe, probe_audio
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
 from vidal.stages.outputs import Column, Funnel, Histogram, Outputs, Public
 from vidal.stages.registry import register
 
-PUBLIC = ("duration", "fps", "width", "height", "num_frames", "video_codec", "pix_fmt", "has_audio")
+PUBLIC = (
+    "duration",
+    "fps",
+    "width",
+    "height",
+    "num_frames",
+    "video_codec",
+    "pix_fmt",
+    "has_audio",
+    "has_video",
+)
 
 
 def _duration(public: dict) -> str | None:
@@ -47,6 +57,9 @@ class ProbeStage(MediaStage):
     max_side: int = 4096
     max_bytes: int = 2 * 1024**3
     fetch_timeout: float = 60.0
+    # a file with audio and no video (Freesound's sounds) is an audio-only sample: the frame
+    # stages skip it, the audio stage keeps its sound (false: it fails with no_video_stream)
+    audio_only: bool = False
     batch_size: int = 32
 
     def process(self, sample: Sample) -> None:
@@ -55,11 +68,11 @@ class ProbeStage(MediaStage):
         try:
             with self.media(sample) as path:
                 self._check_size(path)
-                info = probe(path)
+                info = self._probe(path)
         except MediaError as exc:
             self._forget_refused_copy(sample, exc)
             raise
-        sample.fields["probe"] = {**sample.fields.get("probe", {}), **info.to_dict()}
+        sample.fields["probe"] = {**sample.fields.get("probe", {}), **info}
         reason = self._outside_limits(info)
         if reason:
             sample.drop(self.name, reason)
@@ -81,15 +94,26 @@ class ProbeStage(MediaStage):
         if size > self.max_bytes:
             raise MediaError("too_large", f"{size} bytes > max_bytes {self.max_bytes}")
 
-    def _outside_limits(self, info) -> str | None:
-        if info.duration > self.max_duration:
-            return f"too_long: {info.duration:.1f}s > {self.max_duration:g}s"
-        if info.duration < self.min_duration:
-            return f"too_short: {info.duration:.2f}s < {self.min_duration:g}s"
-        if min(info.width, info.height) < self.min_side:
-            return f"too_small: {info.width}x{info.height}, short side < {self.min_side}"
-        if max(info.width, info.height) > self.max_side:
-            return f"too_large: {info.width}x{info.height}, long side > {self.max_side}"
+    def _probe(self, path: str) -> dict:
+        try:
+            return {**probe(path).to_dict(), "has_video": True}
+        except MediaError as exc:
+            if not (self.audio_only and exc.reason == "no_video_stream"):
+                raise
+        return probe_audio(path)
+
+    def _outside_limits(self, info: dict) -> str | None:
+        duration, width, height = info["duration"], info["width"], info["height"]
+        if duration > self.max_duration:
+            return f"too_long: {duration:.1f}s > {self.max_duration:g}s"
+        if duration < self.min_duration:
+            return f"too_short: {duration:.2f}s < {self.min_duration:g}s"
+        if not info.get("has_video", True):
+            return None  # no picture: no size limits
+        if min(width, height) < self.min_side:
+            return f"too_small: {width}x{height}, short side < {self.min_side}"
+        if max(width, height) > self.max_side:
+            return f"too_large: {width}x{height}, long side > {self.max_side}"
         return None
 
     def _fetch(self, sample: Sample) -> str:
