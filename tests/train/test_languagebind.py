@@ -20,7 +20,7 @@ from vidal.train.encoders import ModalityEncoder
 from vidal.train.loop import Model
 
 TINY = {"hidden_size": 32, "layers": 2, "heads": 4, "patch_size": 8, "image_size": 32}
-DATA = {"num_frames": 4, "audio_bins": 16, "audio_frames": 64, "image_size": 32}
+DATA = {"num_frames": 4, "audio_bins": 16, "audio_frames": 96, "image_size": 32}  # audio: 2 x 12
 
 
 def data(modality: str) -> DataConfig:
@@ -32,7 +32,7 @@ def example(modality: str) -> torch.Tensor:
     if modality == "video":
         return torch.randn(2, 4, 3, 32, 32, generator=gen)
     if modality == "audio":
-        return torch.randn(2, 3, 16, 64, generator=gen)
+        return torch.randn(2, 3, 16, 96, generator=gen)
     return torch.randn(2, 3, 32, 32, generator=gen)
 
 
@@ -69,7 +69,7 @@ def languagebind_names(modality: str) -> dict[str, tuple]:
             shapes[f"{layer}.temporal_layer_norm1.weight"] = (32,)
             shapes[f"{layer}.temporal_layer_norm1.bias"] = (32,)
     if modality == "audio":
-        shapes["vision_model.embeddings.position_embedding.weight"] = (2 * 8 + 1, 32)
+        shapes["vision_model.embeddings.position_embedding.weight"] = (2 * 12 + 1, 32)
     return shapes
 
 
@@ -85,7 +85,7 @@ def test_export_has_languagebinds_names_and_shapes_and_round_trips(tmp_path, mod
     assert vision["add_time_attn"] == (modality == "video")
     assert vision["lora_r"] == {"video": 16, "audio": 16}.get(modality, 2)
     if modality == "audio":
-        assert (vision["num_mel_bins"], vision["target_length"]) == (16, 64)
+        assert (vision["num_mel_bins"], vision["target_length"]) == (16, 96)
 
     # back in: the same encoder outputs (LoRA merged), the same temperature
     cfg = EncoderConfig(**TINY, init_from=str(out))

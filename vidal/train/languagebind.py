@@ -101,13 +101,13 @@ def skeleton(lb: dict, cfg: EncoderConfig):
     patch = state["vision_model.embeddings.patch_embedding.weight"].shape[-1]
     layers = {int(m) for k in state for m in re.findall(r"encoder\.layers\.(\d+)\.", k)}
     positions = state["vision_model.embeddings.position_embedding.weight"].shape[0] - 1
-    side = math.isqrt(positions)
     sizes = EncoderConfig(
         hidden_size=hidden,
         layers=len(layers),
         heads=vision.get("num_attention_heads", cfg.heads),
         patch_size=patch,
-        image_size=patch * side if side * side == positions else vision.get("image_size", 224),
+        # a square grid; an audio table (9 x 74) is resized to its grid before the load
+        image_size=patch * max(1, math.isqrt(positions)),
     )
     intermediate = state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
     vision_model, projection = random_clip(
