@@ -55,22 +55,12 @@ class ModalityEncoder(nn.Module):
         data = data or DataConfig(modality=modality)
         self.modality, self.num_frames = modality, data.num_frames
         self.start_logit_scale: float | None = None  # a LanguageBind checkpoint's temperature
-        source = cfg.init_from or clip_source
-        lb_state = languagebind.read_state(source) if languagebind.is_layout(source) else None
-        if lb_state is not None:
-            vision, projection = languagebind.skeleton(lb_state, cfg)
-        elif source:
-            vision, projection = load_clip(source)
-        else:
-            vision, projection = random_clip(cfg, out_dim)
-        self.vision_model, self.visual_projection = vision, projection
-        self._shape_for(modality, data)
-        if lb_state is not None:
-            languagebind.load_into(self, lb_state)
-        if projection.out_features != out_dim:
+        self._start(cfg.init_from or clip_source, cfg, out_dim, data)
+        if self.visual_projection.out_features != out_dim:
             raise ValueError(
-                f"the vision checkpoint projects to {projection.out_features} dimensions, the "
-                f"text tower gives {out_dim}: start both from the same CLIP checkpoint"
+                f"the vision checkpoint projects to {self.visual_projection.out_features} "
+                f"dimensions, the text tower gives {out_dim}: start both from the same CLIP "
+                "checkpoint"
             )
         ratio = PATCH_DROPOUT[modality] if cfg.patch_dropout is None else cfg.patch_dropout
         self.patch_dropout = PatchDropout(ratio)
@@ -79,6 +69,21 @@ class ModalityEncoder(nn.Module):
         if self.lora_rank:
             self._add_lora(cfg)
         self._freeze()
+
+    def _start(self, source: str | None, cfg: EncoderConfig, out_dim: int, data: DataConfig):
+        """The vision tower and projection: a LanguageBind checkpoint (loaded after the
+        modality's shape is built), a CLIP checkpoint, or a random CLIP of the config's size."""
+        lb_state = languagebind.read_state(source) if languagebind.is_layout(source) else None
+        if lb_state is not None:
+            vision, projection = languagebind.skeleton(lb_state, cfg)
+        elif source:
+            vision, projection = load_clip(source)
+        else:
+            vision, projection = random_clip(cfg, out_dim)
+        self.vision_model, self.visual_projection = vision, projection
+        self._shape_for(self.modality, data)
+        if lb_state is not None:
+            languagebind.load_into(self, lb_state)
 
     def _shape_for(self, modality: str, data: DataConfig) -> None:
         config = self.vision_model.config
