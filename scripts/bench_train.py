@@ -63,6 +63,7 @@ def config(shards: str, out: Path, workers: int, args):
             heads=4,
             patch_size=8,
             image_size=args.image_size,
+            lora_rank=0,  # a random tower: full fine-tuning (LoRA adapts a pretrained one)
         ),
     )
 

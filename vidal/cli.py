@@ -57,6 +57,15 @@ def _train_parsers(sub) -> None:
 def _train_job(args) -> int:
     from vidal.train.run import print_summary, run_eval, run_train
 
+    if args.command == "export" and args.format == "languagebind-model":
+        if not args.checkpoint:
+            raise ConfigError("export languagebind-model needs --checkpoint (a last.pt)")
+        from vidal.train.languagebind import export
+
+        print(export(args.checkpoint, args.to))
+        return 0
+    if args.command == "export" and not args.dataset:
+        raise ConfigError("export languagebind needs --dataset (the build's output folder)")
     if args.command == "train":
         overrides = list(args.overrides)
         for flag, key in (
@@ -67,7 +76,9 @@ def _train_job(args) -> int:
         ):
             if getattr(args, flag) is not None:
                 overrides.append(f"train.{key}={getattr(args, flag)}")
-        config = load_config(args.pipeline, overrides).train
+        from vidal.train.recipes import train_config
+
+        config = train_config(args.pipeline, overrides)
         if not config.shards:
             raise ConfigError("no shards to train on: pass --data 'OUT/shards/vidal-*.tar'")
         print_summary(run_train(config, args.held_out))

@@ -84,7 +84,9 @@ def learning_config(built: Built, out: Path, steps: int = 60) -> TrainConfig:
         log_every=10,
         checkpoint_every=steps,
         data=DataConfig(image_size=32, batch_size=32, workers=2, shuffle_buffer=100),
-        encoder=EncoderConfig(hidden_size=64, layers=2, heads=4, patch_size=8, image_size=32),
+        encoder=EncoderConfig(
+            hidden_size=64, layers=2, heads=4, patch_size=8, image_size=32, lora_rank=0
+        ),
     )
 
 
@@ -110,6 +112,7 @@ def small_config(shards: str, out: Path, **overrides) -> TrainConfig:
     data = {"image_size": 16, "batch_size": 8, "workers": 0, "shuffle_buffer": 20}
     data.update(overrides.pop("data", {}))
     encoder = {"hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 8, "image_size": 16}
+    encoder["lora_rank"] = 0
     encoder.update(overrides.pop("encoder", {}))
     settings = {"steps": 4, "lr": 1e-3, "warmup_steps": 1, "log_every": 1, "checkpoint_every": 4}
     settings.update(overrides)

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 
 from vidal.train import evaluate
 from vidal.train.evaluate import (
-    TEMPLATES,
     classify,
     embed_shards,
     labelled_files,
+    load_templates,
     load_trained,
     retrieval_metrics,
 )
@@ -57,11 +57,35 @@ def test_collapsed_embeddings_score_no_better_than_chance():
             assert metrics[direction]["R@1"] <= metrics["chance_r1"], (direction, metrics)
 
 
+def test_several_captions_per_sample_rank_by_owner():
+    """Sample 0 has two captions, sample 1 one: text->modality ranks each caption; a sample
+    counts its best-placed caption for modality->text."""
+    modality = torch.eye(3)
+    text = torch.tensor([[1.0, 0, 0], [0, 0.2, 0.9], [0, 1.0, 0], [0, 0, 1.0]])
+    owner = torch.tensor([0, 0, 1, 2])  # caption 1 of sample 0 looks like sample 2
+    metrics = retrieval_metrics(modality, text, owner)
+    assert metrics["samples"] == 3 and metrics["texts"] == 4 and metrics["chance_r1"] == 0.3333
+    assert metrics["text_to_modality"]["R@1"] == 0.75  # caption 1 ranks sample 0 third
+    assert metrics["modality_to_text"]["R@1"] == 1.0  # each sample's best caption is first
+    assert retrieval_metrics(modality, modality) == retrieval_metrics(
+        modality, modality, torch.arange(3)
+    )
+
+
+def test_templates_are_languagebinds():
+    depth, infrared, audio = (load_templates(m) for m in ("depth", "infrared", "audio"))
+    assert len(depth) == 80 and len(set(depth)) == 80 and "a bad depth photo of a {}." in depth
+    assert len(infrared) == 80 and len(set(infrared)) == 80 and "itap of a {}." in infrared
+    assert audio == ["a sound of {}."]
+    assert all(t.count("{}") == 1 for t in depth + infrared + audio + load_templates("video"))
+
+
 def test_held_out_embeddings_are_deterministic_and_in_shard_order(learned, built):
     encoder, text, data_cfg = load_trained(learned["out"] / "checkpoints" / "last.pt")
-    first, texts, keys = embed_shards(encoder, text, built.held_out, data_cfg)
-    again, _, keys_again = embed_shards(encoder, text, built.held_out, data_cfg)
+    first, texts, owner, keys = embed_shards(encoder, text, built.held_out, data_cfg)
+    again, _, _, keys_again = embed_shards(encoder, text, built.held_out, data_cfg)
     assert first.shape == (24, 384) and texts.shape == (24, 384)
+    assert torch.equal(owner, torch.arange(24))  # one caption per clip here
     assert keys == keys_again and torch.equal(first, again)  # centre crops, no dropout
     assert (first @ first.T).std() > 0.05  # embeddings differ between clips: no collapse
     titles = [built.combos[int(key.split("-")[0][4:])]["title"] for key in keys]
@@ -99,7 +123,7 @@ def test_zero_shot_classification_of_a_labelled_folder(learned, built, tmp_path,
 
     labels = sorted(p.name for p in folder.iterdir())
     prompts = torch.stack(
-        [text([t.format(label) for t in TEMPLATES["video"]]).mean(0) for label in labels]
+        [text([t.format(label) for t in load_templates("video")]).mean(0) for label in labels]
     )
     prompts = F.normalize(prompts, dim=-1)
     hits1 = hits5 = 0

@@ -78,16 +78,63 @@ def test_adamw_betas_weight_decay_and_no_decay_groups(built, tmp_path, shared_te
     (group,) = [g for g in trainer.optimizer.param_groups if g["weight_decay"] > 0]
     assert isinstance(trainer.optimizer, torch.optim.AdamW)
     assert group["weight_decay"] == 0.2 and group["betas"] == (0.9, 0.98)
+    assert group["eps"] == 1e-6
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     no_decay = {names[id(p)] for p in param_groups(trainer.model, 0.2)[1]["params"]}
     decay = {names[id(p)] for p in group["params"]}
-    assert "loss.logit_scale" in no_decay and "encoder.frame_pos" in no_decay
+    assert "loss.logit_scale" in no_decay
+    assert "encoder.vision_model.embeddings.class_embedding" in no_decay
+    assert "encoder.vision_model.encoder.layers.0.temporal_embedding" in no_decay
     assert any("bias" in n for n in no_decay) and any("layer_norm" in n for n in no_decay)
     assert not any("bias" in n or "norm" in n or "embedding" in n for n in decay)
-    assert "encoder.proj.weight" in decay
+    assert "encoder.visual_projection.weight" in decay
     frozen = sum(p.numel() for p in trainer.text.parameters())
     optimised = sum(p.numel() for g in trainer.optimizer.param_groups for p in g["params"])
-    assert optimised == sum(p.numel() for p in trainer.model.parameters()) and frozen > 2e7
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert optimised == sum(p.numel() for p in trainable) and frozen > 2e7
+    assert "encoder.vision_model.embeddings.patch_embedding.weight" not in no_decay | decay
+
+
+def test_temperature_is_clamped_after_the_optimizer_step(built, tmp_path, shared_text):
+    """A scale past 100 still gets its gradient (no clamp in the forward), and the step
+    leaves the parameter within [0, ln 100] (open_clip / LanguageBind)."""
+    trainer = Trainer(small_config(built.train, tmp_path))
+    scale = trainer.model.loss.logit_scale
+    with torch.no_grad():
+        scale.fill_(math.log(200.0))
+    trainer.train_step([next(iter(trainer.loader))])
+    assert scale.grad.item() != 0.0
+    assert scale.item() == pytest.approx(math.log(100.0))
+
+
+@pytest.mark.parametrize(
+    ("global_batch", "micro", "world", "accum"),
+    [(640, 16, 8, 5), (640, 16, 1, 40), (1024, 64, 8, 2), (0, 16, 4, 3)],
+)
+def test_the_global_batch_is_reached_by_accumulation(global_batch, micro, world, accum):
+    cfg = small_config(
+        "x", "x", global_batch_size=global_batch, grad_accum=3, data={"batch_size": micro}
+    )
+    assert loop.accumulation(cfg, world) == accum  # 0: grad_accum as configured
+
+
+def test_a_global_batch_that_does_not_divide_is_refused():
+    cfg = small_config("x", "x", global_batch_size=1024, data={"batch_size": 64})
+    with pytest.raises(ValueError, match="not a multiple"):
+        loop.accumulation(cfg, 3)
+
+
+def test_global_batch_and_epochs_set_accumulation_and_steps(built, tmp_path, shared_text):
+    """96 clips in the shards (their .stats.json), 2 epochs of a global batch of 16 reached
+    with micro-batches of 8: 2 micro-batches per step, 12 steps."""
+    from vidal.train.data import count_samples, expand_urls
+
+    assert count_samples(expand_urls(built.train)) == 96
+    cfg = small_config(built.train, tmp_path, global_batch_size=16, epochs=2.0)
+    trainer = Trainer(cfg)
+    assert trainer.grad_accum == 2 and cfg.steps == 12
+    with pytest.raises(ValueError, match="Set train.steps"):
+        count_samples([str(tmp_path / "missing-00000.tar")])
 
 
 def split(batch: dict, parts: int) -> list[dict]:
@@ -111,6 +158,8 @@ def test_grad_accumulation_matches_one_big_batch(built, tmp_path, shared_text):
     assert loss_acc == pytest.approx(loss_whole, rel=1e-5)
     second = dict(accumulated.model.named_parameters())
     for name, p in whole.model.named_parameters():
+        if not p.requires_grad:
+            continue
         q = second[name]
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), name
         # the AdamW steps agree too, wherever the gradient is not float noise (a key bias

@@ -1,4 +1,4 @@
-"""Symmetric InfoNCE with a learnable, clamped temperature."""
+"""Symmetric InfoNCE with a learnable temperature (clamped by the trainer, after the step)."""
 
 from __future__ import annotations
 
@@ -50,18 +50,20 @@ def test_matching_pairs_give_a_lower_loss_and_gradients_reach_both_sides():
     assert modality.grad.abs().sum() > 0 and loss_fn.logit_scale.grad is not None
 
 
-def test_temperature_starts_at_007_and_is_clamped_at_scale_100():
+def test_temperature_starts_at_007_and_is_not_clamped_in_the_forward():
+    """The trainer clamps the parameter after each step (test_loop); a clamp in the forward
+    would zero the gradient of a scale past 100, which then could never come back."""
     loss_fn = ContrastiveLoss()
     assert math.isclose(loss_fn.temperature, 0.07, rel_tol=1e-6)
     assert math.isclose(loss_fn.logit_scale.item(), math.log(1 / 0.07), rel_tol=1e-6)
     with torch.no_grad():
-        loss_fn.logit_scale.fill_(math.log(1000.0))
-    assert loss_fn.scale().item() == 100.0 and math.isclose(loss_fn.temperature, 0.01)
+        loss_fn.logit_scale.fill_(math.log(200.0))
+    assert math.isclose(loss_fn.scale().item(), 200.0, rel_tol=1e-5)
     modality, text = unit(3, 4, seed=3), unit(3, 4, seed=4)
     loss, _ = loss_fn(modality, text)
-    assert math.isclose(loss.item(), by_hand(modality, text, 0.01), rel_tol=1e-5)
+    assert math.isclose(loss.item(), by_hand(modality, text, 0.005), rel_tol=1e-4)
     loss.backward()
-    assert loss_fn.logit_scale.grad.item() == 0.0  # clamped: the temperature stops moving
+    assert loss_fn.logit_scale.grad.item() != 0.0  # a gradient that can bring it back
     assert math.isclose(ContrastiveLoss(init_temperature=0.2).temperature, 0.2, rel_tol=1e-6)
 
 

@@ -54,7 +54,8 @@ def test_video_is_8_frames_clip_normalised(tmp_path):
 
 def test_defaults_are_languagebinds_8_frames_at_224(wide_clip):
     cfg = DataConfig()
-    assert (cfg.num_frames, cfg.image_size, cfg.audio_frames) == (8, 224, 1024)
+    assert (cfg.num_frames, cfg.image_size, cfg.flip) == (8, 224, 0.5)
+    assert (cfg.audio_sample_rate, cfg.audio_bins, cfg.audio_frames) == (16000, 126, 1036)
     tensor = preprocess.video_tensor(
         wide_clip, cfg.num_frames, cfg.image_size, True, random.Random(0)
     )
@@ -70,6 +71,20 @@ def test_video_crop_is_random_in_training_and_central_in_eval(wide_clip):
     assert all(torch.equal(evals[0], other) for other in evals[1:])
     trains = [preprocess.video_tensor(wide_clip, 8, 32, True, random.Random(s)) for s in range(6)]
     assert len({t.sum().item() for t in trains}) > 1
+
+
+def test_video_is_flipped_horizontally_half_the_time_in_training(tmp_path):
+    square = clip_bytes(tmp_path, 48, 48)  # square: the crop is the whole frame, no randomness
+    plain = preprocess.video_tensor(square, 8, 32, False, random.Random(0))
+    flipped = 0
+    for seed in range(20):
+        tensor = preprocess.video_tensor(square, 8, 32, True, random.Random(seed), flip=0.5)
+        if torch.equal(tensor, plain.flip(-1)):
+            flipped += 1
+        else:
+            assert torch.equal(tensor, plain)
+    assert 4 <= flipped <= 16  # every frame of a clip flipped together, about half the clips
+    assert torch.equal(preprocess.video_tensor(square, 8, 32, False, random.Random(1), 1.0), plain)
 
 
 def test_resize_crop_short_side_then_crop():
@@ -138,9 +153,48 @@ def chirp(seconds: float, rate: int = 16000) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * (200 + 600 * t) * t)).astype(np.float32)
 
 
-def test_fbank_kaldi_framing_25ms_window_10ms_shift_128_bins():
-    feats = preprocess.fbank(chirp(1.0))
-    assert feats.shape == (1 + (16000 - 400) // 160, 128)  # 98 frames of 400 samples, hop 160
+def kaldi_fbank(wave: np.ndarray, rate: int = 16000, bins: int = 126) -> np.ndarray:
+    """The formula of torchaudio.compliance.kaldi.fbank as LanguageBind calls it, in float64:
+    25 ms frames every 10 ms (snip edges), DC offset removed per frame, pre-emphasis 0.97,
+    a symmetric Hann window, 512-point power spectrum, Kaldi's triangular mel bank on the HTK
+    mel scale 1127 ln(1 + f / 700) from 20 Hz to Nyquist, log with a float32-epsilon floor."""
+    size, shift, nfft = rate * 25 // 1000, rate * 10 // 1000, 512
+    count = 1 + (len(wave) - size) // shift
+    frames = np.stack([wave[i * shift : i * shift + size] for i in range(count)]).astype(float)
+    frames -= frames.mean(axis=1, keepdims=True)
+    frames -= 0.97 * np.concatenate([frames[:, :1], frames[:, :-1]], axis=1)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(size) / (size - 1))
+    power = np.abs(np.fft.rfft(frames * window, n=nfft)) ** 2
+
+    def mel(f):
+        return 1127 * np.log(1 + np.asarray(f) / 700)
+
+    low, delta = mel(20), (mel(rate / 2) - mel(20)) / (bins + 1)
+    left = low + np.arange(bins)[:, None] * delta
+    fft_mel = mel(np.arange(nfft // 2) * rate / nfft)[None]
+    up, down = (fft_mel - left) / delta, (left + 2 * delta - fft_mel) / delta
+    bank = np.pad(np.maximum(0, np.minimum(up, down)), ((0, 0), (0, 1)))  # Nyquist: weight 0
+    return np.log(np.maximum(power @ bank.T, np.finfo(np.float32).eps))
+
+
+def languagebind_audio(wave: np.ndarray, frames: int = 1036, starts=None) -> np.ndarray:
+    """data/process_audio.py on a 16 kHz waveform: mean removed, fbank, repeated (short) or
+    three chunks (long), (3, bins, frames), (x - mean) / (2 std)."""
+    feats = kaldi_fbank(wave - wave.mean())
+    if len(feats) <= frames:
+        chunk = np.tile(feats, (frames // len(feats) + 1, 1))[:frames]
+        stacked = np.stack([chunk] * 3)
+    else:
+        stacked = np.stack([feats[s : s + frames] for s in starts])
+    return (stacked.transpose(0, 2, 1) - AUDIO_MEAN) / (2 * AUDIO_STD)
+
+
+def test_fbank_is_kaldis_formula_with_126_htk_mel_bins():
+    wave = chirp(1.0) + np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.01
+    feats = preprocess.fbank(wave)
+    reference = kaldi_fbank(wave)
+    assert feats.shape == reference.shape == (1 + (16000 - 400) // 160, 126)
+    assert np.abs(feats - reference).max() < 1e-3
 
 
 def test_fbank_level_matches_audioset_statistics():
@@ -153,29 +207,52 @@ def test_fbank_level_matches_audioset_statistics():
     assert abs(preprocess.audio_tensor(flac(noise), 256).mean().item()) < 0.5
 
 
-def test_short_audio_is_repeated_in_three_equal_channels():
+def test_short_audio_is_languagebinds_3_x_126_x_1036_input():
     data = flac(chirp(0.5))
-    tensor = preprocess.audio_tensor(data, target_frames=200)
-    feats = torch.from_numpy(preprocess.fbank(decoded(data)))
-    period = feats.shape[0]  # 48 frames
-    assert tensor.shape == (3, 200, 128)
+    tensor = preprocess.audio_tensor(data)
+    assert tensor.shape == (3, 126, 1036)
+    expected = languagebind_audio(decoded(data).astype(float))
+    assert np.abs(tensor.numpy() - expected).max() < 1e-3
     assert torch.equal(tensor[0], tensor[1]) and torch.equal(tensor[0], tensor[2])
-    expected = (feats - AUDIO_MEAN) / (2 * AUDIO_STD)
-    assert torch.allclose(tensor[0, :period], expected, atol=1e-4)
-    assert torch.allclose(tensor[0, period : 2 * period], expected, atol=1e-4)
-    assert torch.allclose(tensor[0, 4 * period : 200], expected[: 200 - 4 * period], atol=1e-4)
 
 
-def test_long_audio_is_front_middle_back_chunks():
+def test_long_audio_is_three_chunks_one_random_start_in_each_third():
     data = flac(chirp(3.0))
-    tensor = preprocess.audio_tensor(data, target_frames=100)
-    feats = (torch.from_numpy(preprocess.fbank(decoded(data))) - AUDIO_MEAN) / (2 * AUDIO_STD)
-    total = feats.shape[0]  # 298
-    assert tensor.shape == (3, 100, 128)
-    starts = [0, (total - 100) // 2, total - 100]
-    for channel, start in enumerate(starts):
-        assert torch.allclose(tensor[channel], feats[start : start + 100], atol=1e-4)
-    assert not torch.allclose(tensor[0], tensor[1]) and not torch.allclose(tensor[1], tensor[2])
+    wave = decoded(data).astype(float)
+    total = len(kaldi_fbank(wave))  # 298 frames; 199 possible starts of 100 frames
+    thirds = [range(0, 67), range(67, 133), range(133, 199)]
+    assert total - 100 + 1 == 199
+    evaluated = preprocess.audio_tensor(data, target_frames=100)  # no rng: each third's first
+    expected = languagebind_audio(wave, 100, [0, 67, 133])
+    assert np.abs(evaluated.numpy() - expected).max() < 1e-3
+    full = languagebind_audio(wave, total, [0])  # every frame, to find the chunks in
+    seen = set()
+    for seed in range(6):
+        tensor = preprocess.audio_tensor(data, target_frames=100, rng=random.Random(seed))
+        for channel, third in enumerate(thirds):
+            start = next(
+                s
+                for s in third
+                if np.abs(tensor[channel].numpy() - full[0][:, s : s + 100]).max() < 1e-3
+            )
+            seen.add((channel, start))
+    assert len(seen) > 3  # the starts vary with the draw
+
+
+def test_audio_is_resampled_to_16_khz():
+    """ESC-50 is 44.1 kHz: resampled, a tone gives the features of the same tone at 16 kHz."""
+    t44, t16 = np.arange(44100) / 44100, np.arange(16000) / 16000
+    tone44 = (0.3 * np.sin(2 * np.pi * 440 * t44)).astype(np.float32)
+    tone16 = 0.3 * np.sin(2 * np.pi * 440 * t16)
+    resampled = preprocess.resample(torch.from_numpy(tone44)[None], 44100, 16000)[0].numpy()
+    assert resampled.shape == (16000,)
+    assert np.abs(resampled[100:-100] - tone16[100:-100]).max() < 2e-3
+    high = preprocess.audio_tensor(flac(tone44, 44100))
+    low = preprocess.audio_tensor(flac(tone16.astype(np.float32), 16000))
+    band = slice(0, 30)  # the low mel bins, where the tone puts its energy
+    assert torch.allclose(high[:, band], low[:, band], atol=0.01)
+    not_resampled = languagebind_audio(decoded(flac(tone44, 44100)).astype(float))
+    assert np.abs(not_resampled[:, band] - high[:, band].numpy()).max() > 0.1
 
 
 def test_audio_shorter_than_one_window_is_refused():
@@ -248,6 +325,27 @@ def test_preprocess_infrared_member_and_frame_count_from_json():
     meta = {"text": text, "frames": {"count": 4}}
     sample = {"__key__": "k", "json": json.dumps(meta).encode(), "ir.png": png_bytes(tiles)}
     cfg = DataConfig(modality="infrared", text_view="keyframe_captions", image_size=4)
-    out = Preprocess(cfg, False, ShardList(["x"], 0, False, False))(sample)
+    out = Preprocess(cfg, True, ShardList(["x"], 0, False, False))(sample)
     k = "abcd".index(out["text"])
     assert torch.allclose(unnormalize(out["input"]), torch.full((3, 4, 4), 30 * k / 255), atol=1e-5)
+
+
+@pytest.mark.parametrize("text_view", ["mix", "raw", "keyframe_captions"])
+def test_held_out_texts_are_the_fixed_eval_view_whatever_training_draws(text_view):
+    """Evaluation never draws: every sample gives its video caption (raw without one)."""
+    cfg = DataConfig(modality="depth", text_view=text_view, image_size=8)
+    shards = ShardList(["x"], 0, False, False)
+    with_caption = depth_sample("a", "raw a", video_caption="a video caption", enhanced="polished")
+    without = depth_sample("b", "raw b", keyframe_captions=KEYFRAMES)
+    several = depth_sample("c", "raw c", video_caption=["first caption", "second caption"])
+    outs = [Preprocess(cfg, False, shards)(dict(s)) for s in (with_caption, without, several)]
+    assert [o["captions"] for o in outs] == [
+        ["a video caption"],
+        ["raw b"],
+        ["first caption", "second caption"],  # several captions of one video: all of them
+    ]
+    assert [o["text"] for o in outs] == ["a video caption", "raw b", "first caption"]
+    raw = Preprocess(
+        DataConfig(modality="depth", eval_text_view="raw", image_size=8), False, shards
+    )
+    assert raw(dict(with_caption))["captions"] == ["raw a"]

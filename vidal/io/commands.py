@@ -8,13 +8,17 @@ import sys
 
 
 def add_parsers(sub) -> None:
-    export = sub.add_parser("export", help="write a dataset in another tool's layout")
+    export = sub.add_parser(
+        "export", help="write a dataset (or a trained checkpoint) in another tool's layout"
+    )
     export.add_argument(
         "format",
-        choices=["languagebind", "languagebind-wds"],
-        help="languagebind: VAT_dataset's folders; languagebind-wds: new_loadvat.py's shards",
+        choices=["languagebind", "languagebind-wds", "languagebind-model"],
+        help="languagebind: VAT_dataset's folders; languagebind-wds: new_loadvat.py's shards; "
+        "languagebind-model: a trained checkpoint as LanguageBind's model layout",
     )
-    export.add_argument("--dataset", required=True, help="the build's output folder")
+    export.add_argument("--dataset", help="the build's output folder (languagebind, -wds)")
+    export.add_argument("--checkpoint", help="a vidal train checkpoint (languagebind-model)")
     export.add_argument("--to", required=True, help="destination folder")
     export.add_argument("--folder", default="vidal", help="LanguageBind's `folder` name")
     export.add_argument(

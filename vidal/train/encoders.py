@@ -1,155 +1,241 @@
-"""Encoders: a frozen language tower and one trainable ViT per modality.
+"""Encoders: a frozen language tower and one trainable CLIP vision tower per modality, built
+as LanguageBind builds them (model/build_model.py, model/process_clip.py).
 
-The modality encoder is `transformers`' CLIP vision transformer: built from a config (random
-init) or loaded from a CLIP checkpoint (`init_from`), trained fully or with LoRA (`peft`), with
-LanguageBind's patch dropout. Video frames are encoded one by one, mixed by a temporal
-transformer layer and mean-pooled. A linear projection maps into the text space.
+The vision tower *and its visual projection* come from one CLIP model: the checkpoint of the
+frozen text tower when that is a CLIP model (LanguageBind: the same DataComp ViT-L/14 for
+both), `encoder.init_from` when given (a CLIP or a LanguageBind checkpoint), else a randomly
+initialised CLIP vision tower of the configured size whose projection maps into the text
+space. Trainable: LoRA on the attention (the temporal attention for video, the spatial one
+otherwise) or, with rank 0, every encoder layer; plus the class embedding, the post-LN, the
+projection and (for video) the temporal embeddings and temporal LN. Frozen: patch and position
+embeddings and the pre-LN.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from vidal.train.config import MINILM, EncoderConfig
+from vidal.train import languagebind
+from vidal.train.config import MINILM, DataConfig, EncoderConfig
+from vidal.train.vision import (
+    PatchDropout,
+    TemporalEncoderLayer,
+    add_temporal_attention,
+    embed,
+    load_clip,
+    random_clip,
+    resize_positions,
+)
 
-# LanguageBind's patch-dropout (mask) ratios per modality.
-PATCH_DROPOUT = {"video": 0.3, "audio": 0.3, "depth": 0.5, "infrared": 0.5}
-
-
-class PatchDropout(nn.Module):
-    """Keeps the CLS token and a random subset of patch tokens while training (FLIP /
-    LanguageBind): cheaper steps and a regulariser."""
-
-    def __init__(self, embeddings: nn.Module, ratio: float):
-        super().__init__()
-        self.embeddings, self.ratio = embeddings, ratio
-
-    def forward(self, pixel_values, interpolate_pos_encoding=False):
-        tokens = self.embeddings(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
-        if not self.training or self.ratio <= 0:
-            return tokens
-        cls, patches = tokens[:, :1], tokens[:, 1:]
-        keep = max(1, int(patches.shape[1] * (1 - self.ratio)))
-        order = torch.rand(patches.shape[:2], device=patches.device).argsort(dim=1)[:, :keep]
-        kept = patches.gather(1, order.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-        return torch.cat([cls, kept], dim=1)
-
-
-def _vision_backbone(cfg: EncoderConfig) -> nn.Module:
-    from transformers import CLIPVisionConfig, CLIPVisionModel
-
-    if cfg.init_from:
-        return CLIPVisionModel.from_pretrained(cfg.init_from)
-    config = CLIPVisionConfig(
-        hidden_size=cfg.hidden_size,
-        intermediate_size=4 * cfg.hidden_size,
-        num_hidden_layers=cfg.layers,
-        num_attention_heads=cfg.heads,
-        patch_size=cfg.patch_size,
-        image_size=cfg.image_size,
-    )
-    return CLIPVisionModel(config)
-
-
-def _apply_lora(backbone: nn.Module, rank: int) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "out_proj"],
-    )
-    return get_peft_model(backbone, config)
+# LanguageBind's patch-dropout ratios and LoRA ranks per modality (scripts/*_language/train.sh)
+PATCH_DROPOUT = {"video": 0.3, "audio": 0.1, "depth": 0.5, "infrared": 0.5}
+LORA_RANK = {"video": 16, "audio": 16, "depth": 2, "infrared": 2}
+SPATIAL_LORA = ["q_proj", "k_proj", "v_proj", "out_proj"]
+TEMPORAL_LORA = [f"temporal_attn.{name}" for name in SPATIAL_LORA]
+FROZEN = ("embeddings.patch_embedding", "embeddings.position_embedding", "pre_layrnorm")
 
 
 class ModalityEncoder(nn.Module):
-    def __init__(self, modality: str, cfg: EncoderConfig, out_dim: int, num_frames: int = 8):
+    """(B, 3, H, W) — (B, T, 3, H, W) for video — to unit vectors in the text space."""
+
+    def __init__(
+        self,
+        modality: str,
+        cfg: EncoderConfig,
+        out_dim: int,
+        data: DataConfig | None = None,
+        clip_source: str | None = None,
+    ):
         super().__init__()
-        self.modality = modality
-        backbone = _vision_backbone(cfg)
-        ratio = PATCH_DROPOUT.get(modality, 0.0) if cfg.patch_dropout is None else cfg.patch_dropout
-        backbone.embeddings = PatchDropout(backbone.embeddings, ratio)
-        if cfg.gradient_checkpointing:
-            backbone.gradient_checkpointing_enable()
-        self.backbone = _apply_lora(backbone, cfg.lora_rank) if cfg.lora_rank else backbone
-        hidden = backbone.config.hidden_size
-        self.temporal = None
-        if modality == "video":
-            self.frame_pos = nn.Parameter(torch.zeros(1, num_frames, hidden))
-            layer = nn.TransformerEncoderLayer(
-                hidden,
-                backbone.config.num_attention_heads,
-                4 * hidden,
-                dropout=0.0,
-                batch_first=True,
-                norm_first=True,
+        data = data or DataConfig(modality=modality)
+        self.modality, self.num_frames = modality, data.num_frames
+        self.start_logit_scale: float | None = None  # a LanguageBind checkpoint's temperature
+        self._start(cfg.init_from or clip_source, cfg, out_dim, data)
+        if self.visual_projection.out_features != out_dim:
+            raise ValueError(
+                f"the vision checkpoint projects to {self.visual_projection.out_features} "
+                f"dimensions, the text tower gives {out_dim}: start both from the same CLIP "
+                "checkpoint"
             )
-            self.temporal = nn.TransformerEncoder(layer, max(1, cfg.temporal_layers))
-        self.proj = nn.Linear(hidden, out_dim, bias=False)
+        ratio = PATCH_DROPOUT[modality] if cfg.patch_dropout is None else cfg.patch_dropout
+        self.patch_dropout = PatchDropout(ratio)
+        self.gradient_checkpointing = cfg.gradient_checkpointing
+        self.lora_rank = LORA_RANK[modality] if cfg.lora_rank is None else cfg.lora_rank
+        if self.lora_rank:
+            self._add_lora(cfg)
+        self._freeze()
+
+    def _start(self, source: str | None, cfg: EncoderConfig, out_dim: int, data: DataConfig):
+        """The vision tower and projection: a LanguageBind checkpoint (loaded after the
+        modality's shape is built), a CLIP checkpoint, or a random CLIP of the config's size."""
+        lb_state = languagebind.read_state(source) if languagebind.is_layout(source) else None
+        if lb_state is not None:
+            vision, projection = languagebind.skeleton(lb_state, cfg)
+        elif source:
+            vision, projection = load_clip(source)
+        else:
+            vision, projection = random_clip(cfg, out_dim)
+        self.vision_model, self.visual_projection = vision, projection
+        self._shape_for(self.modality, data)
+        if lb_state is not None:
+            languagebind.load_into(self, lb_state)
+
+    def _shape_for(self, modality: str, data: DataConfig) -> None:
+        config = self.vision_model.config
+        if modality == "video":
+            add_temporal_attention(self.vision_model.encoder, config, data.num_frames)
+        if modality == "audio":  # the fbank image: mel bins tall, frames wide
+            patch = config.patch_size
+            grid = (data.audio_bins // patch, data.audio_frames // patch)
+            resize_positions(self.vision_model.embeddings, grid)
+
+    def _add_lora(self, cfg: EncoderConfig) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            r=self.lora_rank,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=cfg.lora_dropout,
+            target_modules=TEMPORAL_LORA if self.modality == "video" else SPATIAL_LORA,
+        )
+        # as LanguageBind: the vision encoder (its layers) wrapped, its other weights frozen
+        self.vision_model.encoder = get_peft_model(self.vision_model.encoder, config)
+
+    def _freeze(self) -> None:
+        for name, param in self.vision_model.named_parameters():
+            if name.startswith(FROZEN):
+                param.requires_grad_(False)
+            elif "temporal_embedding" in name or "temporal_layer_norm1" in name:
+                param.requires_grad_(True)
+
+    def layers(self) -> nn.ModuleList:
+        encoder = self.vision_model.encoder
+        return encoder.get_base_model().layers if self.lora_rank else encoder.layers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) — or (B, T, 3, H, W) for video — to unit vectors (B, out_dim)."""
-        frames = x.shape[1] if self.temporal is not None else None
-        images = x.flatten(0, 1) if frames else x
-        square = images.shape[-1] == images.shape[-2]
-        pooled = self.backbone(
-            pixel_values=images, interpolate_pos_encoding=not square
-        ).pooler_output
-        if frames:
-            seq = pooled.view(-1, frames, pooled.shape[-1]) + self.frame_pos[:, :frames]
-            pooled = self.temporal(seq).mean(dim=1)
-        return F.normalize(self.proj(pooled), dim=-1)
+        frames = x.shape[1] if self.modality == "video" else 1
+        images = x.flatten(0, 1) if self.modality == "video" else x
+        hidden = self.patch_dropout(embed(self.vision_model.embeddings, images), frames)
+        hidden = self.vision_model.pre_layrnorm(hidden)
+        for layer in self.layers():
+            kwargs = {"frames": frames} if isinstance(layer, TemporalEncoderLayer) else {}
+            if self.gradient_checkpointing and self.training:
+                hidden = checkpoint(layer, hidden, None, use_reentrant=False, **kwargs)
+            else:
+                hidden = layer(hidden, None, **kwargs)
+        pooled = self.vision_model.post_layernorm(hidden[:, 0])
+        if self.modality == "video":
+            pooled = pooled.view(-1, frames, pooled.shape[-1]).mean(dim=1)
+        return F.normalize(self.visual_projection(pooled), dim=-1)
+
+
+class TextCache:
+    """Text -> embedding, least recently used first out once the entries pass `max_bytes`
+    (a run over 10M clips x 12 caption views must not keep them all on every rank)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.bytes = max_bytes, 0
+        self.entries: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    @staticmethod
+    def size(text: str, vector: torch.Tensor) -> int:
+        return vector.numel() * vector.element_size() + len(text.encode()) + 100
+
+    def get(self, text: str) -> torch.Tensor | None:
+        vector = self.entries.get(text)
+        if vector is not None:
+            self.entries.move_to_end(text)
+        return vector
+
+    def put(self, text: str, vector: torch.Tensor) -> None:
+        if text in self.entries:
+            self.entries.move_to_end(text)
+            return
+        self.entries[text] = vector
+        self.bytes += self.size(text, vector)
+        while self.bytes > self.max_bytes and self.entries:
+            old_text, old = self.entries.popitem(last=False)
+            self.bytes -= self.size(old_text, old)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 class TextTower(nn.Module):
-    """A frozen text encoder: a CLIP text tower or any sentence-transformers-style model
-    (mean pooling). Embeddings of repeated captions are cached."""
+    """A frozen text encoder: a CLIP text tower with its projection (an HF checkpoint or
+    `tiny:clip`), or a sentence-transformers model (MiniLM by default). Embeddings of
+    repeated captions come from a bounded cache."""
 
-    def __init__(self, ref: str = MINILM, max_length: int = 77):
+    def __init__(self, ref: str = MINILM, max_length: int = 77, cache_mb: float = 1024):
         super().__init__()
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-        path = _text_model_path(ref)
-        self.is_clip = AutoConfig.from_pretrained(path).model_type == "clip"
+        self.ref, self.max_length = ref, max_length
+        self.is_clip = ref.startswith("tiny:") or _model_type(ref) == "clip"
         if self.is_clip:
-            from transformers import CLIPTextModelWithProjection
-
-            self.model = CLIPTextModelWithProjection.from_pretrained(path)
-            self.dim = self.model.config.projection_dim
+            self.model, self.projection, self.tokenizer = _clip_text(ref)
+            self.dim = self.projection.out_features
         else:
-            self.model = AutoModel.from_pretrained(path)
-            self.dim = self.model.config.hidden_size
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.max_length, self.ref = max_length, ref
-        self.model.requires_grad_(False).eval()
-        self._cache: dict[str, torch.Tensor] = {}
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(_text_model_path(ref), device="cpu")
+            self.model.max_seq_length = max_length
+            self.dim = self.model.get_embedding_dimension()
+        self.requires_grad_(False).eval()
+        self.cache = TextCache(int(cache_mb * 2**20))
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: always in eval mode (no dropout)
 
     @torch.no_grad()
     def forward(self, texts: list[str]) -> torch.Tensor:
-        missing = sorted({t for t in texts if t not in self._cache})
+        found = {t: v for t in dict.fromkeys(texts) if (v := self.cache.get(t)) is not None}
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
             for text, vec in zip(missing, self._embed(missing), strict=True):
-                self._cache[text] = vec
-        device = next(self.model.parameters()).device
-        return torch.stack([self._cache[t] for t in texts]).to(device)
+                found[text] = vec
+                self.cache.put(text, vec)
+        device = next(self.parameters()).device
+        return torch.stack([found[t] for t in texts]).to(device)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
-        device = next(self.model.parameters()).device
+        if not self.is_clip:
+            vectors = self.model.encode(
+                texts, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False
+            )
+            return vectors.float().cpu()
+        device = next(self.parameters()).device
         batch = self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(device)
-        if self.is_clip:
-            return F.normalize(self.model(**batch).text_embeds.float(), dim=-1).cpu()
-        hidden = self.model(**batch).last_hidden_state
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-6)
-        return F.normalize(mean.float(), dim=-1).cpu()
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}  # no BERT token types
+        pooled = self.model(**inputs).pooler_output
+        return F.normalize(self.projection(pooled).float(), dim=-1).cpu()
+
+
+def _model_type(ref: str) -> str | None:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(_text_model_path(ref)).model_type
+    except (OSError, ValueError):
+        return None  # not a transformers model folder: a sentence-transformers one
+
+
+def _clip_text(ref: str):
+    """(text transformer, text projection, tokenizer) of a CLIP checkpoint or `tiny:clip`."""
+    if ref.startswith("tiny:"):
+        from vidal.models import tiny
+
+        bundle = tiny.build(ref.split(":", 1)[1])
+        return bundle.model.text_model, bundle.model.text_projection, bundle.tokenizer
+    from transformers import AutoTokenizer, CLIPTextModelWithProjection
+
+    model = CLIPTextModelWithProjection.from_pretrained(ref)
+    return model.text_model, model.text_projection, AutoTokenizer.from_pretrained(ref)
 
 
 def _text_model_path(ref: str) -> str:

@@ -1,5 +1,12 @@
 """Zero-shot evaluation: text<->modality retrieval on held-out shards, and classification
-from a folder of labelled samples with prompt templates."""
+from a folder of labelled samples with prompt templates.
+
+Held-out texts are one fixed view of json.text, `data.eval_text_view` (default the video
+caption, raw where a sample lacks it), never a random draw; a view holding several captions of
+one video gives several queries for it (text->modality ranks each; modality->text counts the
+best-ranked of its own captions). Templates (vidal/train/templates/): LanguageBind's 80 depth
+templates, the 80 ImageNet templates for infrared (LLVIP), "a sound of {}." for audio.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +22,11 @@ from vidal.train.config import DataConfig, EncoderConfig
 from vidal.train.data import make_loader
 from vidal.train.encoders import ModalityEncoder, TextTower
 
-TEMPLATES = {
-    "video": ["a video of a {}.", "a clip of {}.", "{}"],
-    "depth": ["a depth photo of a {}.", "a depth map of a {}.", "{}"],
-    "infrared": ["an infrared photo of a {}.", "a thermal image of a {}.", "{}"],
-    "audio": ["the sound of a {}.", "a recording of {}.", "{}"],
+TEMPLATE_FILES = {
+    "video": "video.txt",
+    "depth": "depth.txt",
+    "infrared": "imagenet.txt",
+    "audio": "audio.txt",
 }
 EXTENSIONS = {
     "video": {".mp4", ".mkv", ".webm", ".mov"},
@@ -29,14 +36,21 @@ EXTENSIONS = {
 }
 
 
+def load_templates(modality: str) -> list[str]:
+    """The zero-shot prompt templates of a modality ('{}' is the class name)."""
+    text = (Path(__file__).parent / "templates" / TEMPLATE_FILES[modality]).read_text()
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 def load_trained(checkpoint: str | Path, device: str = "cpu"):
     """(encoder, text tower, data config) from a `vidal train` checkpoint."""
     state = torch.load(checkpoint, map_location=device, weights_only=False)
     cfg = state["config"]
     data_cfg = DataConfig(**cfg["data"])
     text = TextTower(cfg["text_model"]).to(device)
+    clip_source = text.ref if text.is_clip else None
     encoder = ModalityEncoder(
-        data_cfg.modality, EncoderConfig(**cfg["encoder"]), text.dim, data_cfg.num_frames
+        data_cfg.modality, EncoderConfig(**cfg["encoder"]), text.dim, data_cfg, clip_source
     )
     weights = {
         k[len("encoder.") :]: v for k, v in state["model"].items() if k.startswith("encoder.")
@@ -47,28 +61,41 @@ def load_trained(checkpoint: str | Path, device: str = "cpu"):
 
 @torch.no_grad()
 def embed_shards(encoder, text: TextTower, urls, data_cfg: DataConfig):
-    """Unit embeddings of every sample in the shards (eval preprocessing, in order)."""
+    """Unit embeddings of every sample in the shards (eval preprocessing, in order) and of
+    their held-out captions: (modality (N, d), texts (M, d), owner (M,): the sample each text
+    describes, keys (N))."""
     loader, _ = make_loader(urls, replace(data_cfg, workers=min(data_cfg.workers, 2)), train=False)
     device = next(encoder.parameters()).device
-    feats, texts, keys = [], [], []
+    feats, texts, owner, keys = [], [], [], []
     for batch in loader:
         feats.append(encoder(batch["input"].to(device)).float().cpu())
-        texts.append(text(list(batch["text"])).float().cpu())
-        keys.extend(batch["key"])
-    return torch.cat(feats), torch.cat(texts), keys
+        for key, captions in zip(batch["key"], batch["captions"], strict=True):
+            owner += [len(keys)] * len(captions)
+            keys.append(key)
+        texts.append(text([c for captions in batch["captions"] for c in captions]).float().cpu())
+    return torch.cat(feats), torch.cat(texts), torch.tensor(owner), keys
 
 
-def retrieval_metrics(modality: torch.Tensor, text: torch.Tensor) -> dict:
-    """R@1/5/10 and median rank, text->modality and modality->text (pair i matches i)."""
+def retrieval_metrics(
+    modality: torch.Tensor, text: torch.Tensor, owner: torch.Tensor | None = None
+) -> dict:
+    """R@1/5/10 and median rank, text->modality and modality->text; text i describes sample
+    owner[i] (default i). A sample with several texts ranks by its best-placed one."""
+    owner = torch.arange(len(text)) if owner is None else torch.as_tensor(owner)
     sims = text @ modality.T
-    out = {"samples": len(text), "chance_r1": round(1 / max(1, len(text)), 4)}
-    for name, matrix in (("text_to_modality", sims), ("modality_to_text", sims.T)):
-        target = matrix.diagonal().unsqueeze(1)
-        # a tie counts against the sample: a collapsed encoder (every output alike, or zero)
-        # must not read as perfect retrieval
-        ranks = (matrix >= target).sum(dim=1)
-        out[name] = {f"R@{k}": round((ranks <= k).float().mean().item(), 4) for k in (1, 5, 10)}
-        out[name]["median_rank"] = float(ranks.float().quantile(0.5).item())  # 5.5 of 1..10
+    own = owner.unsqueeze(0) == torch.arange(len(modality)).unsqueeze(1)  # (samples, texts)
+    # a tie counts against the sample: a collapsed encoder (every output alike, or zero)
+    # must not read as perfect retrieval
+    best_own = sims.T.masked_fill(~own, float("-inf")).max(dim=1).values
+    ranks = {
+        "text_to_modality": (sims >= sims.gather(1, owner.unsqueeze(1))).sum(dim=1),
+        "modality_to_text": (sims.T - best_own.unsqueeze(1) >= 0).sum(dim=1),
+    }
+    out = {"samples": len(modality), "texts": len(text)}
+    out["chance_r1"] = round(1 / max(1, len(modality)), 4)
+    for name, rank in ranks.items():
+        out[name] = {f"R@{k}": round((rank <= k).float().mean().item(), 4) for k in (1, 5, 10)}
+        out[name]["median_rank"] = float(rank.float().quantile(0.5).item())  # 5.5 of 1..10
     return out
 
 
@@ -89,7 +116,9 @@ def file_tensor(path: Path, data_cfg: DataConfig) -> torch.Tensor:
     if data_cfg.modality == "video":
         return preprocess.video_tensor(data, data_cfg.num_frames, size, False, rng)
     if data_cfg.modality == "audio":
-        return preprocess.audio_tensor(data, data_cfg.audio_frames)
+        return preprocess.audio_tensor(
+            data, data_cfg.audio_frames, data_cfg.audio_bins, data_cfg.audio_sample_rate
+        )
     from PIL import Image
 
     image = np.asarray(Image.open(path))
@@ -108,8 +137,8 @@ def classify(
     """Zero-shot top-1/top-5: each label's prompt embeddings averaged, nearest label wins."""
     items = labelled_files(Path(folder), data_cfg.modality)
     labels = sorted({label for _, label in items})
-    templates = templates or TEMPLATES[data_cfg.modality]
-    prompts = torch.stack([text([t.format(lbl) for t in templates]).mean(0) for lbl in labels])
+    prompts = templates or load_templates(data_cfg.modality)
+    prompts = torch.stack([text([t.format(lbl) for t in prompts]).mean(0) for lbl in labels])
     prompts = torch.nn.functional.normalize(prompts.float().cpu(), dim=-1)
     device = next(encoder.parameters()).device
     hits1 = hits5 = 0

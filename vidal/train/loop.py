@@ -1,7 +1,9 @@
 """The training loop: one CPU, one GPU, or many processes under torchrun (DDP).
 
-AdamW (0.9, 0.98), weight decay 0.2 (not on biases, norms, embeddings or the temperature),
-cosine schedule with linear warmup, gradient accumulation, bf16 autocast on GPU, checkpoints
+AdamW (0.9, 0.98, eps 1e-6), weight decay 0.2 (not on biases, norms, embeddings or the
+temperature), cosine schedule with linear warmup, a global batch reached with gradient
+accumulation on however many processes there are, the temperature clamped to [0, ln 100] after
+every optimizer step (open_clip / LanguageBind), bf16 autocast on GPU, checkpoints
 that resume exactly (model, optimizer, scheduler, data position, RNG), JSONL (and TensorBoard
 when installed) logs, a progress bar on rank 0 only.
 """
@@ -23,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from vidal.train.config import TrainConfig
-from vidal.train.data import make_loader
+from vidal.train.data import count_samples, make_loader
 from vidal.train.encoders import ModalityEncoder, TextTower
 from vidal.train.loss import ContrastiveLoss
 
@@ -33,12 +35,14 @@ log = logging.getLogger(__name__)
 class Model(nn.Module):
     """What trains: the modality encoder and the temperature (the text tower stays frozen)."""
 
-    def __init__(self, cfg: TrainConfig, text_dim: int):
+    def __init__(self, cfg: TrainConfig, text_dim: int, clip_source: str | None = None):
         super().__init__()
         self.encoder = ModalityEncoder(
-            cfg.data.modality, cfg.encoder, text_dim, cfg.data.num_frames
+            cfg.data.modality, cfg.encoder, text_dim, cfg.data, clip_source
         )
         self.loss = ContrastiveLoss()
+        if self.encoder.start_logit_scale is not None:  # a LanguageBind checkpoint's
+            self.loss.logit_scale.data.fill_(self.encoder.start_logit_scale)
 
     def forward(self, inputs: torch.Tensor, text: torch.Tensor, cached=None, index: int = 0):
         """Loss of this batch; with gradient accumulation, `text` is every micro-batch's and
@@ -68,7 +72,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        flat = param.ndim < 2 or "embedding" in name or "logit_scale" in name or "frame_pos" in name
+        flat = param.ndim < 2 or "embedding" in name or "logit_scale" in name
         (no_decay if flat else decay).append(param)
     return [
         {"params": decay, "weight_decay": weight_decay},
@@ -106,8 +110,28 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def accumulation(cfg: TrainConfig, world: int) -> int:
+    """Micro-batches per optimizer step: the global batch over (micro-batch x processes),
+    so that the recipe's batch (LanguageBind: 640 or 1024 clips) holds on any number of GPUs."""
+    if cfg.global_batch_size <= 0:
+        return cfg.grad_accum
+    per_step = cfg.data.batch_size * world
+    if cfg.global_batch_size % per_step:
+        raise ValueError(
+            f"train.global_batch_size {cfg.global_batch_size} is not a multiple of "
+            f"train.data.batch_size {cfg.data.batch_size} x {world} processes"
+        )
+    return cfg.global_batch_size // per_step
+
+
+def steps_for_epochs(cfg: TrainConfig, urls: list[str], accum: int, world: int) -> int:
+    """Optimizer steps of `cfg.epochs` passes over the shards (their .stats.json counts)."""
+    batch = cfg.data.batch_size * accum * world
+    return max(1, math.ceil(cfg.epochs * count_samples(urls) / batch))
+
+
 # may differ between a run and its resumption: how long, how often to log and save
-RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "out", "shards"}
+RESUMABLE_CHANGES = {"steps", "checkpoint_every", "log_every", "out", "shards", "text_cache_mb"}
 
 
 def _check_same_run(saved: dict, current: dict, path: Path) -> None:
@@ -143,16 +167,23 @@ class Trainer:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.text = TextTower(cfg.text_model).to(self.device)
-        self.model = Model(cfg, self.text.dim).to(self.device)
+        self.text = TextTower(cfg.text_model, cache_mb=cfg.text_cache_mb).to(self.device)
+        clip_source = self.text.ref if self.text.is_clip else None
+        self.model = Model(cfg, self.text.dim, clip_source).to(self.device)
         self.wrapped = self._wrap(self.model)
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas)
+            param_groups(self.model, cfg.weight_decay),
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
         )
-        self.scheduler = cosine_schedule(self.optimizer, cfg)
         # one process may train on a worker's partial last batch (small datasets lose nothing);
         # several must not: their gathered batches have to be the same size
         self.loader, self.shards = make_loader(cfg.shards, cfg.data, True, drop_last=self.world > 1)
+        self.grad_accum = accumulation(cfg, self.world)
+        if cfg.epochs > 0:
+            cfg.steps = steps_for_epochs(cfg, self.shards.urls, self.grad_accum, self.world)
+        self.scheduler = cosine_schedule(self.optimizer, cfg)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.out = Path(cfg.out)
         self.autocast = cfg.precision == "bf16" or (
@@ -258,6 +289,8 @@ class Trainer:
         if cached is not None:  # each pass added the temperature's whole gradient
             self.model.loss.logit_scale.grad /= len(inputs)
         self.optimizer.step()
+        with torch.no_grad():  # after the step, so a scale past 100 still gets a gradient back
+            self.model.loss.logit_scale.clamp_(0, math.log(100))
         self.scheduler.step()
         self.step += 1
         return loss.item(), negatives
@@ -277,7 +310,7 @@ class Trainer:
         losses, window = [], _Window()
         while self.step < self.cfg.steps:
             waited = time.perf_counter()
-            micro = [next(batches) for _ in range(self.cfg.grad_accum)]
+            micro = [next(batches) for _ in range(self.grad_accum)]
             window.wait += time.perf_counter() - waited
             started = time.perf_counter()
             loss, negatives = self.train_step(micro)
@@ -298,7 +331,7 @@ class Trainer:
             "losses": losses,
             "resumed_from": self.resumed_from,
             "world": self.world,
-            "negatives": self.cfg.data.batch_size * self.cfg.grad_accum * self.world,
+            "negatives": self.cfg.data.batch_size * self.grad_accum * self.world,
         }
 
     def _metrics(self, loss: float, negatives: int, window: _Window) -> dict:

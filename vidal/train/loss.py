@@ -20,18 +20,20 @@ def gather_with_grad(features: torch.Tensor) -> torch.Tensor:
 
 
 class ContrastiveLoss(nn.Module):
-    def __init__(self, init_temperature: float = 0.07, max_scale: float = 100.0):
+    """The learnable log-scale starts at ln(1 / 0.07); the trainer clamps it to [0, ln 100]
+    after each optimizer step (open_clip / LanguageBind), not here: a clamp in the forward
+    would cut the gradient of a scale past 100, which then could never come back."""
+
+    def __init__(self, init_temperature: float = 0.07):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / init_temperature)))
-        self.max_scale = max_scale
 
     @property
     def temperature(self) -> float:
         return 1.0 / self.scale().item()
 
     def scale(self) -> torch.Tensor:
-        # clamped as in CLIP: a temperature below 0.01 makes the loss unstable
-        return self.logit_scale.exp().clamp(max=self.max_scale)
+        return self.logit_scale.exp()
 
     def forward(self, modality: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Loss and the number of candidates each sample was contrasted with."""

@@ -41,8 +41,9 @@ def run_eval(
     encoder, text, data_cfg = load_trained(checkpoint)
     result = {}
     if shards:
-        modality, texts, _ = embed_shards(encoder, text, shards, data_cfg)
-        result["retrieval"] = retrieval_metrics(modality, texts)
+        modality, texts, owner, _ = embed_shards(encoder, text, shards, data_cfg)
+        result["retrieval"] = retrieval_metrics(modality, texts, owner)
+        result["retrieval"]["text_view"] = data_cfg.eval_text_view
     if classify_folder:
         result["classification"] = classify(encoder, text, classify_folder, data_cfg)
     return result
