@@ -27,7 +27,20 @@ from vidal.train.config import DataConfig
 
 log = logging.getLogger(__name__)
 
-MEMBERS = {"video": "mp4", "depth": "depth.png", "infrared": "ir.png", "audio": "flac"}
+# the modalities this trainer has a front end for (vidal.train.preprocess); which tar member
+# holds each comes from the stages' declarations (vidal.stages.registry.modalities)
+TRAINABLE = ("video", "depth", "infrared", "audio")
+
+
+def member_of(modality: str) -> str:
+    """The tar member extension of a trainable modality, as the stage that makes it declares."""
+    from vidal.stages.registry import modalities
+
+    declared = modalities()
+    if modality not in TRAINABLE or modality not in declared:
+        known = ", ".join(m for m in TRAINABLE if m in declared)
+        raise ValueError(f"modality must be one of {known}, not {modality!r}")
+    return declared[modality][1].ext
 
 
 def _fsspec_open(url: str, mode: str = "rb", bufsize: int = 8192, **kw):
@@ -172,9 +185,10 @@ class Preprocess:
 
     def __init__(self, cfg: DataConfig, train: bool, epoch_ref: ShardList):
         self.cfg, self.train, self.epoch_ref = cfg, train, epoch_ref
+        self.member = member_of(cfg.modality)
 
     def __call__(self, sample: dict) -> dict:
-        member = MEMBERS[self.cfg.modality]
+        member = self.member
         check_key(sample["__key__"])  # untrusted: a bad one is skipped with a warning, as errors
         if member not in sample:
             raise KeyError(f"{sample.get('__key__')} has no .{member} member")
@@ -229,8 +243,7 @@ def _png(data: bytes) -> np.ndarray:
 
 
 def make_dataset(urls, cfg: DataConfig, train: bool) -> tuple[wds.DataPipeline, ShardList]:
-    if cfg.modality not in MEMBERS:
-        raise ValueError(f"modality must be one of {', '.join(MEMBERS)}, not {cfg.modality!r}")
+    member_of(cfg.modality)  # a modality nothing declares, or no front end for it: refused
     shards = ShardList(
         expand_urls(urls), cfg.seed, shuffle=train, resampled=cfg.resampled and train
     )
