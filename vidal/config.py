@@ -15,6 +15,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vidal.crawl.filters import TextFilter
 from vidal.crawl.terms import TermsConfig
+from vidal.resources import PIPELINES_DIR
 from vidal.stages import STAGES, Stage
 from vidal.stages.audio import AudioStage
 from vidal.stages.captions import CaptionsStage
@@ -29,8 +30,6 @@ from vidal.stages.probe import ProbeStage
 from vidal.stages.search import SearchStage
 from vidal.stages.vl_filter import VLFilterStage
 from vidal.train.config import TrainConfig
-
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
 
 class ConfigError(ValueError):

@@ -6,14 +6,14 @@ import collections
 import csv
 
 from vidal.cli import main
-from vidal.crawl.filters import resolve
 from vidal.crawl.terms import TermsConfig, build_terms, read_terms, read_vocab
+from vidal.resources import shipped_path
 
 EXPECTED = {"coco_things": 80, "coco_stuff": 53, "hmdb51": 51, "ucf101": 101, "ava": 80}
 
 
 def test_vocabularies_are_complete_and_name_their_source():
-    folder = resolve("manifests/vocab")
+    folder = shipped_path("manifests/vocab")
     for stem, count in EXPECTED.items():
         text = (folder / f"{stem}.csv").read_text("utf-8")
         assert "Source:" in text and ("licen" in text.lower())

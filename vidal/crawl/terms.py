@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vidal.crawl.filters import resolve
+from vidal.resources import shipped_path
 
 CATEGORIES = ("object", "action", "scene")
 PAIRS = (("action", "object"), ("object", "scene"), ("action", "scene"))
@@ -62,7 +62,7 @@ def read_vocab(path: Path) -> list[Label]:
 
 def load_vocabularies(config: TermsConfig) -> dict[str, list[Label]]:
     """Labels by category, de-duplicated by search form (the first source keeps it)."""
-    files = sorted(resolve(config.vocab_dir).glob("*.csv"))
+    files = sorted(shipped_path(config.vocab_dir).glob("*.csv"))
     if config.sources:
         files = [f for f in files if f.stem in config.sources]
     if not files:
