@@ -12,6 +12,7 @@ from vidal.stages.base import MediaStage, payload_path
 @dataclass
 class AudioStage(MediaStage):
     name = "audio"
+    runs_ffmpeg = True
 
     sample_rate: int = 16000
     batch_size: int = 16

@@ -14,6 +14,7 @@ from vidal.stages.base import MediaStage, payload_path
 @dataclass
 class ClipStage(MediaStage):
     name = "clip"
+    runs_ffmpeg = True
 
     short_side: int = 256
     crf: int = 23
