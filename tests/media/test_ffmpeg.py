@@ -38,7 +38,7 @@ def _tiny_clip(dst: Path) -> None:
 def test_an_ffmpeg_on_path_is_not_used(fresh_ffmpeg, tmp_path):
     fake = tmp_path / "bin"
     fake.mkdir()
-    _script(fake / "ffmpeg", f"touch {tmp_path}/path-ffmpeg-ran\nexit 1\n")
+    _script(fake / "ffmpeg", f": > {tmp_path}/path-ffmpeg-ran\nexit 1\n")
     fresh_ffmpeg.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     assert ffmpeg_exe() == imageio_ffmpeg.get_ffmpeg_exe()
     _tiny_clip(tmp_path / "a.mp4")
@@ -51,7 +51,7 @@ def test_vidal_ffmpeg_chooses_another_and_its_version_is_recorded(fresh_ffmpeg, 
     other = _script(
         tmp_path / "my-ffmpeg",
         'if [ "$1" = -version ]; then echo "ffmpeg version 6.6.6-test Copyright (c)"; exit 0; fi\n'
-        f'touch {tmp_path}/other-ran\nexec {bundled} "$@"\n',
+        f': > {tmp_path}/other-ran\nexec {bundled} "$@"\n',
     )
     fresh_ffmpeg.setenv("VIDAL_FFMPEG", str(other))
     assert ffmpeg_exe() == str(other)
