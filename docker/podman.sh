@@ -106,5 +106,5 @@ check) check ;;
 base) check && base ;;
 build) check && build ;;
 podman) shift && exec podman "$@" ;;
-*) sed -n '2,17p' "$0" >&2 && exit 2 ;;
+*) sed -n '2,16p' "$0" >&2 && exit 2 ;;
 esac
