@@ -19,7 +19,7 @@ def checks() -> list[tuple[str, bool, str]]:
         found = importlib.util.find_spec(module) is not None
         results.append((module, found, "importable" if found else "missing: run make setup"))
     for module in ("torchvision", "timm"):
-        # beside the pinned torch, torchvision breaks transformers' model imports (DESIGN.md)
+        # beside the pinned torch, torchvision breaks transformers' model imports (README)
         present = importlib.util.find_spec(module) is not None
         results.append(
             (
