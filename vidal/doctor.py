@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import sys
 
 
 def checks() -> list[tuple[str, bool, str]]:
     results = []
-    from vidal.media.ffmpeg import MediaError, ffmpeg_exe
+    from vidal.media.ffmpeg import MediaError, ffmpeg_exe, ffmpeg_version
 
     try:
-        exe = ffmpeg_exe()
-        version = subprocess.run([exe, "-version"], capture_output=True, text=True, timeout=30)
-        results.append(
-            ("ffmpeg", version.returncode == 0, f"{exe} ({version.stdout.split(' ')[2]})")
-        )
-    except (MediaError, OSError, IndexError) as exc:
+        exe, version = ffmpeg_exe(), ffmpeg_version()
+        results.append(("ffmpeg", not version.startswith("unavailable"), f"{exe} ({version})"))
+    except MediaError as exc:
         results.append(("ffmpeg", False, str(exc)))
     for module in ("av", "decord", "ray", "webdataset", "torch", "transformers"):
         found = importlib.util.find_spec(module) is not None
         results.append((module, found, "importable" if found else "missing: run make setup"))
     for module in ("torchvision", "timm"):
-        # beside the pinned torch, torchvision breaks transformers' model imports (DESIGN.md)
+        # beside the pinned torch, torchvision breaks transformers' model imports (README)
         present = importlib.util.find_spec(module) is not None
         results.append(
             (

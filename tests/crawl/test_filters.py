@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vidal.crawl.filters import TextFilter, apply_filter, resolve
+from vidal.crawl.filters import TextFilter, apply_filter
+from vidal.resources import shipped_path
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_shipped_lists_hold_the_papers_words():
 
 
 def test_the_papers_140_stop_words_are_shipped_with_their_caveats():
-    path = resolve("manifests/stopwords.txt")
+    path = shipped_path("manifests/stopwords.txt")
     words = [ln for ln in path.read_text("utf-8").splitlines() if ln and not ln.startswith("#")]
     assert len(words) == 140 == len(set(words))  # Table 10: 144 cells, 3 "..." and 1 empty
     assert words[:3] == ["viral", "funny", "love"] and words[-1] == "photography"

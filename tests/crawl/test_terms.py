@@ -15,8 +15,8 @@ import pytest
 
 from vidal.cli import main
 from vidal.crawl import term_sources
-from vidal.crawl.filters import resolve
 from vidal.crawl.terms import TermsConfig, build_terms, read_terms, read_vocab
+from vidal.resources import shipped_path
 
 SHIPPED = {"coco_things": 80, "coco_stuff": 53, "hmdb51": 51, "ava": 80}
 NOUNS = ["dog", "cat", "horse", "child", "chef", "car", "bird", "woman"]
@@ -146,7 +146,7 @@ def _ava_csv(published):
 
 
 def test_shipped_vocabularies_are_complete_and_name_their_source():
-    folder = resolve("manifests/vocab")
+    folder = shipped_path("manifests/vocab")
     for stem, count in SHIPPED.items():
         text = (folder / f"{stem}.csv").read_text("utf-8")
         assert "Source:" in text and ("licen" in text.lower())
@@ -232,8 +232,8 @@ def test_without_files_the_shipped_labels_serve():
     provenance = {}
     build_terms(TermsConfig(size=10), provenance)
     assert set(provenance["coco_instances"]["files"]) == {
-        str(resolve("manifests/vocab") / "coco_things.csv"),
-        str(resolve("manifests/vocab") / "coco_stuff.csv"),
+        str(shipped_path("manifests/vocab") / "coco_things.csv"),
+        str(shipped_path("manifests/vocab") / "coco_stuff.csv"),
     }
     assert provenance["coco_instances"]["licence"].startswith("CC BY 4.0")
     with pytest.raises(ValueError, match="unknown term source"):

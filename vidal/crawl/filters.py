@@ -15,11 +15,10 @@ import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from vidal.resources import shipped_path
 from vidal.text import clean_text, parse_hashtags
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _HASHTAG = re.compile(r"#[^\s#]+")
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*", re.UNICODE)
@@ -30,7 +29,7 @@ STOPWORD_ACTIONS = ("drop", "strip")
 class TextFilter:
     max_duration: float = 20.0  # seconds; unknown durations pass here and are checked on download
     min_title_words: int = 2  # ... unless the candidate has a (non-junk) hashtag
-    stopwords_file: str = "manifests/stopwords.txt"  # relative paths resolve against the repo
+    stopwords_file: str = "manifests/stopwords.txt"  # relative: vidal's shipped manifests/
     junk_hashtags_file: str = "manifests/junk_hashtags.txt"
     junk_words_file: str = "manifests/junk_words.txt"  # removed as words and as hashtags
     extra_stopwords: list[str] = field(default_factory=list)
@@ -61,16 +60,11 @@ class FilteredText:
     dropped: str | None  # "too_long: 31.0s > 20s", "stop_word: viral", ... or None when kept
 
 
-def resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() else REPO_ROOT / p
-
-
 @functools.lru_cache(maxsize=32)
 def _word_list(path: str) -> frozenset[str]:
     """One entry per line, lower-cased, '#' prefix removed; '# ' lines are comments."""
     words = set()
-    for line in resolve(path).read_text("utf-8").splitlines():
+    for line in shipped_path(path).read_text("utf-8").splitlines():
         line = unicodedata.normalize("NFKC", line).strip()
         if not line or line == "#" or line.startswith("# "):
             continue

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidal.crawl import term_sources
-from vidal.crawl.filters import resolve
 from vidal.crawl.pos import NOUN, VERB, keywords_many
+from vidal.resources import shipped_path
 
 COLUMNS = ["term", "kind", "source", "keyword", "pos", "keywords"]
 
@@ -107,7 +107,7 @@ def _read_one(source, config: TermsConfig, cache: Path):
         path = term_sources.fetch(source, cache, url)
         return term_sources.READERS[source.name](path), [path], url
     if source.shipped:
-        files = [resolve(config.vocab_dir) / f"{stem}.csv" for stem in source.shipped]
+        files = [shipped_path(config.vocab_dir) / f"{stem}.csv" for stem in source.shipped]
         texts = [t for f in files for t in read_vocab(f)]
         return texts, files, None
     return None, [], None

@@ -75,6 +75,11 @@ class RayRunner:
 
         self.ray = ray
         if not ray.is_initialized():
+            if not logging.getLogger().isEnabledFor(logging.DEBUG):  # -v keeps Ray's notes
+                # Ray announces its defaults on every build ("Token authentication is
+                # enabled", "Progress bars disabled", "execution finished"): errors only
+                for name in ("ray._private.authentication", "ray.data"):
+                    logging.getLogger(name).setLevel(logging.ERROR)
             kwargs = dict(
                 ignore_reinit_error=True,
                 include_dashboard=False,

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from vidal import __version__
+from vidal.media.ffmpeg import ffmpeg_version
 
 
 @dataclass
@@ -71,6 +72,7 @@ def dataset_json(config, total: dict, seconds: float, shard_files: list[str]) ->
     return {
         "name": config.name,
         "vidal": __version__,
+        "ffmpeg": ffmpeg_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "totals": total,
         "seconds": round(seconds, 2),

@@ -15,6 +15,7 @@ from vidal.stages.registry import register
 @dataclass
 class AudioStage(MediaStage):
     name = "audio"
+    runs_ffmpeg = True
     outputs = Outputs(
         members=(Member("flac", "audio/flac", size_column="flac_bytes"),),
         public=Public(default={"present": False}),

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from vidal.io.store import Store
-from vidal.media.ffmpeg import MediaError
+from vidal.media.ffmpeg import MediaError, ffmpeg_version
 from vidal.sample import Sample
 from vidal.stages.outputs import Outputs
 
@@ -149,6 +149,13 @@ def payload_path(stage: str, sample: Sample, suffix: str) -> str:
 
 class MediaStage(Stage):
     """A stage that reads the sample's media file (the probe's local copy when there is one)."""
+
+    runs_ffmpeg: ClassVar[bool] = False  # its outputs are made by the ffmpeg binary
+
+    def lineage(self) -> dict:
+        # another ffmpeg build can give other bytes: say which one made these
+        info = super().lineage()
+        return {**info, "ffmpeg": ffmpeg_version()} if self.runs_ffmpeg else info
 
     def media(self, sample: Sample):
         fetched = sample.fields.get("probe", {}).get("fetched")

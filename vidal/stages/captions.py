@@ -43,6 +43,7 @@ import pyarrow as pa
 
 from vidal.models.generate import Decoding, check_model
 from vidal.models.resolve import PRECISIONS, ModelNotFoundError
+from vidal.resources import PROMPTS_DIR
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext, record_model_load
 from vidal.stages.keyframes import load_keyframes, skip_without_video
@@ -53,7 +54,6 @@ from vidal.text_guard import Guard, check, clean_output
 
 log = logging.getLogger(__name__)
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent.parent / "pipelines" / "prompts"
 BACKENDS = ("transformers", "openai")
 # how requests run, never what they return: excluded from the config hash
 _REQUEST_FIELDS = ("timeout_s", "max_retries", "concurrency", "api_key_env")

@@ -18,6 +18,7 @@ from vidal.stages.registry import register
 @dataclass
 class ClipStage(MediaStage):
     name = "clip"
+    runs_ffmpeg = True
     outputs = Outputs(
         members=(
             Member(
