@@ -9,7 +9,8 @@ Each size is built in a fresh process on a local Ray (the driver's figures are i
   - a chain of null CPU stages as long as the vidal10m pipeline, and one fake model stage (an
     actor pool: a fixed load time in setup, a fixed latency per batch) standing in for a GPU
     model;
-  - N / 100 shards (so N = 10^4 crosses 100 shard boundaries).
+  - N / 1000 shards, at least 64 (a real build has ~10^4 clips a shard; 64 boundaries at least
+    for the idle share).
 Printed per size: samples/s through the whole chain (planning and packing excluded and timed
 apart), the driver's CPU seconds per sample, its peak RSS (VmHWM), model loads, and the fake
 model's idle share after its first batch (wall time between its batches over its wall time).
@@ -58,7 +59,7 @@ class FakeModelStage(Stage):
     name: ClassVar[str] = "fake_model"
     uses_model: ClassVar[bool] = True
     load_s: float = 1.0
-    batch_s: float = 0.02
+    batch_s: float = 0.15  # 256 samples: ~1700/s, slower than the null chain: the bottleneck
     log: str = ""
     batch_size: int = 256
     num_cpus: float = 0.5
@@ -172,7 +173,8 @@ def run_child(mode: str, rows: int, root: Path) -> dict:
     if not manifest.exists():
         write_manifest(manifest, rows)
     out = root / f"{mode}-{rows}" / "out"
-    argv = [sys.executable, __file__, "--child", mode, str(manifest), str(out), str(rows // 100)]
+    shards = max(64, rows // 1000)
+    argv = [sys.executable, __file__, "--child", mode, str(manifest), str(out), str(shards)]
     done = subprocess.run(argv, capture_output=True, text=True)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:

@@ -310,7 +310,10 @@ def test_build_survives_killing_the_worker_node(cluster, cluster_source, referen
 def test_stage_resources_reach_ray_and_never_invalidate_results():
     """`resources` goes to Ray with the stage's operator (model and CPU stages alike) and, like
     num_gpus, is not part of the stage's config hash."""
+    import ray
+
     from vidal.run.ray_runner import RayRunner
+    from vidal.run.stream import Plan, StageStep
 
     calls = []
 
@@ -320,10 +323,10 @@ def test_stage_resources_reach_ray_and_never_invalidate_results():
             return self
 
     runner = RayRunner.__new__(RayRunner)  # no Ray: only the operator arguments are looked at
-    runner.has_gpus = False
+    runner.has_gpus, runner.ray = False, ray
     config = load_config("demo", [f"depth.resources={{{RESOURCE}: 1}}", "probe.resources={x: 2}"])
     for name in ("depth", "probe", "keyframes"):
-        runner._map(FakeDataset(), config.stage(name), None)
+        runner._map(FakeDataset(), StageStep(Plan([config.stage(name)], {}, {}), 0, None))
     depth, probe, keyframes = calls
     assert depth["resources"] == {RESOURCE: 1.0} and "fn_constructor_kwargs" in depth
     assert probe["resources"] == {"x": 2.0}

@@ -15,6 +15,7 @@ The driver holds O(shards) state: fingerprints, starts, marker reads; never reco
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 
 from vidal.config import Config, ConfigError
@@ -27,6 +28,7 @@ from vidal.run.stream import Plan
 from vidal.stages.base import Stage, StageContext
 from vidal.stages.decision import DatasetStage
 
+log = logging.getLogger(__name__)
 SOURCE = rows_io.SOURCE
 digest = rows_io.digest
 
@@ -140,9 +142,16 @@ class Builder:
             for i, stage in enumerate(plan.stages)
         }
         items = [{"shard": s, "start": k} for s, k in sorted(plan.starts.items())]
-        failure = self.runner.stream(
-            plan, self.ctx, items, progress=lambda stage, n, failed: tasks[stage](n, failed)
-        )
+        try:
+            failure = self.runner.stream(
+                plan, self.ctx, items, progress=lambda stage, n, failed: tasks[stage](n, failed)
+            )
+        except (OSError, ConfigError):
+            raise  # a full disk, a refused output: said as they are
+        except Exception as exc:  # a worker or node lost for good, an actor that died
+            log.warning("the pass stopped", exc_info=True)  # the traceback, for -v and logs
+            lost = f"the pass stopped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            failure = {"causes": {lost: 1}, "examples": {lost: lost}}
         unfinished = [
             (stage.name, shard)
             for shard, start in plan.starts.items()
@@ -196,7 +205,7 @@ def _incomplete_sentence(unfinished: list[tuple[str, int]], failure: dict) -> st
     if causes:
         cause, n = max(causes.items(), key=lambda kv: kv[1])
         example = (failure.get("examples") or {}).get(cause, cause)
-        why = f"{cause} in {n} samples, e.g. {example[:300]}"
+        why = cause if example == cause else f"{cause} in {n} samples, e.g. {example[:300]}"
     else:
         why = "workers stopped before finishing them"
     return (
