@@ -60,7 +60,8 @@ class CrawlConfig:
     search: SearchStage = field(default_factory=SearchStage)
     filter: TextFilter = field(default_factory=TextFilter)
     download: DownloadStage = field(default_factory=DownloadStage)
-    wave: int = 256  # candidates per download wave; the manifests are rewritten after each
+    wave: int = 256  # search terms per wave; downloads per checkpoint inside a shard
+    shards: int = 64  # candidate shards (fixed by a crawl's first run); ~10^7 candidates: 1024
 
 
 @dataclass
