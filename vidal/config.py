@@ -61,7 +61,7 @@ class CrawlConfig:
     filter: TextFilter = field(default_factory=TextFilter)
     download: DownloadStage = field(default_factory=DownloadStage)
     wave: int = 256  # search terms per wave; downloads per checkpoint inside a shard
-    shards: int = 64  # candidate shards (fixed by a crawl's first run); ~10^7 candidates: 1024
+    shards: int = 0  # candidate shards, fixed by the first run; 0: ~10^4 candidates a shard
 
 
 @dataclass

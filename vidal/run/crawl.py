@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from vidal.config import Config, ConfigError
 from vidal.crawl import taxonomy, terms
-from vidal.crawl.download import check_options
+from vidal.crawl.download import check_options, direct_allowed
 from vidal.crawl.filters import TextFilter, apply_filter
 from vidal.crawl.search import FIELDS, candidate_key
 from vidal.io.store import Store
@@ -168,6 +168,16 @@ def iter_url_rows(path: str, batch_rows: int = 65_536):
         raise ValueError(f"{path} needs a 'url' column; it has {', '.join(names)}")
     for batch in batches:
         yield from batch.to_pylist()
+
+
+def count_url_rows(path: str) -> int:
+    """Rows of a URL list without reading them: parquet metadata, or lines of text."""
+    import pyarrow.parquet
+
+    if Path(path).suffix.lower() == ".parquet":
+        return pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def read_url_list(path: str) -> list[dict]:
@@ -300,11 +310,13 @@ class Crawl:
         d.rate_limiter, actor = start_ray_limiter(dict(d.platform_rates), d.rate_per_s, d.burst)
         self.actors.append(actor)
 
-    def inbox(self):
-        """Where new candidates go (by shard); moves a pre-sharding crawl's state there."""
+    def inbox(self, expected):
+        """Where new candidates go (by shard); moves a pre-sharding crawl's state there.
+        `expected()`: how many candidates the first run expects (sizes the shard count)."""
         from vidal.run import crawl_shards  # it builds on this module's candidate functions
 
-        self.shards = crawl_shards.num_shards(self.store, self.config.crawl.shards)
+        wanted = self.config.crawl.shards
+        self.shards = crawl_shards.num_shards(self.store, wanted, expected)
         inbox = crawl_shards.Inbox(self.store, self.shards)
         if self.store.exists(OLD_STATE):
             records = self.store.read_table(OLD_STATE).column("record").to_pylist()
@@ -595,7 +607,8 @@ def run_crawl(
     progress = Progress(quiet=quiet or not config.runner.progress)
     crawl = Crawl(config, out, None, progress)
     crawl.download_stage.allow_local = crawl.download_stage.allow_local or allow_local
-    problem = check_options(crawl.download_stage)
+    # a URL list of direct links may never need yt-dlp: its options are checked when it is
+    problem = check_options(crawl.download_stage) if _may_need_ytdlp(crawl, urls_file) else None
     if problem:
         raise ConfigError(problem)
     term_list = [] if urls_file else _term_list(config, terms_file, max_terms)
@@ -606,10 +619,11 @@ def run_crawl(
     try:
         if getattr(runner, "ray", None) is not None:
             crawl.use_ray_limiters()
-        inbox = crawl.inbox()
         if urls_file:
+            inbox = crawl.inbox(lambda: count_url_rows(urls_file))
             crawl.ingest_urls(urls_file, allow_local, inbox)
         else:
+            inbox = crawl.inbox(lambda: len(term_list) * crawl.search_stage.per_term)
             crawl.search(todo, inbox)
         crawl.download(retry_failed)
         counts = crawl.publish()
@@ -618,6 +632,10 @@ def run_crawl(
         runner.shutdown()
     progress.say(f"crawl done: {json.dumps(counts)}\nmanifest: {crawl.store.url}/{MANIFEST}")
     return CrawlOutcome(crawl.store.url, counts, whole_failure(counts))
+
+
+def _may_need_ytdlp(crawl: Crawl, urls_file: str | None) -> bool:
+    return not (urls_file and direct_allowed(crawl.download_stage, None))
 
 
 def _term_list(config: Config, terms_file: str | None, max_terms: int | None) -> list[str]:

@@ -49,14 +49,21 @@ def published_path(name: str, shard: int) -> str:
     return f"{PUBLISHED}/{name}/{shard:05d}.parquet"
 
 
-def num_shards(store: Store, wanted: int) -> int:
+PER_SHARD = 10_000  # candidates per shard when the count is chosen for the crawl
+MAX_AUTO_SHARDS = 1024
+
+
+def num_shards(store: Store, wanted: int, expected) -> int:
     """The shard count of this crawl: the first run's, whatever later configs say (another
-    count would put a candidate's duplicates in two shards)."""
+    count would put a candidate's duplicates in two shards). `wanted` 0 (the default) sizes
+    it from the candidates the first run expects (`expected()`): ~10^4 a shard, so a list
+    of 200 URLs is one shard and 10^7 candidates are 1000."""
     layout = store.read_json(LAYOUT)
     if layout:
         return int(layout["shards"])
-    store.write_json(LAYOUT, {"shards": max(1, int(wanted))})
-    return max(1, int(wanted))
+    count = int(wanted) or min(MAX_AUTO_SHARDS, -(-int(expected()) // PER_SHARD))
+    store.write_json(LAYOUT, {"shards": max(1, count)})
+    return max(1, count)
 
 
 class Inbox:
