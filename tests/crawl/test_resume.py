@@ -71,3 +71,30 @@ def test_killed_crawl_resumes_per_shard(server, tmp_path):
     fresh = tmp_path / "fresh"
     assert subprocess.run(crawl_command(listed, fresh), env=env, timeout=300).returncode == 0
     assert manifest(out) == manifest(fresh) and len(manifest(out)) == len(urls)
+
+
+def test_a_crawl_from_before_the_sharded_store_resumes(server, crawl_config, tmp_path):
+    """Its state (work/crawl/candidates.parquet, one table of records) moves into the shards:
+    nothing is downloaded again and the outputs stay what they were."""
+    import shutil
+
+    import pyarrow as pa
+
+    from vidal.run.crawl import run_crawl
+
+    listed = tmp_path / "urls.csv"
+    listed.write_text("url\n" + "".join(server.url(f"/m/ok-{i}.mp4") + "\n" for i in range(3)))
+    out = tmp_path / "out"
+    assert run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True).exit_code == 0
+    first = manifest(out)
+    rows = [pq.read_table(p) for p in sorted((out / "work/candidates").glob("*.parquet"))]
+    old = pa.concat_tables(rows).select(["key", "record"])
+    for name in ("candidates", "found", "crawl"):
+        shutil.rmtree(out / "work" / name, ignore_errors=True)
+    (out / "work/crawl").mkdir()
+    pq.write_table(old, out / "work/crawl/candidates.parquet")
+
+    server.reset()
+    outcome = run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True)
+    assert outcome.counts["downloaded"] == 3 and not server.counts
+    assert manifest(out) == first and not (out / "work/crawl/candidates.parquet").exists()

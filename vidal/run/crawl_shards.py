@@ -81,10 +81,8 @@ class Inbox:
             bucket = self.buffer.setdefault(shard_of(sample.key, self.shards), {})
             known = bucket.get(sample.key)
             if known is None:
-                bucket[sample.key] = sample
                 self.size += 1
-            else:
-                gain_terms(known, sample)
+            bucket[sample.key] = sample if known is None else merged(known, sample)
             self.added += 1
             if self.size >= self.limit:
                 self.flush()
@@ -95,6 +93,19 @@ class Inbox:
             records = [s.to_json() for s in samples]
             rows_io.write_part(self.store, FOUND, shard, samples, records, [""] * len(samples))
         self.buffer, self.size = {}, 0
+
+
+def merged(known: Sample, found: Sample) -> Sample:
+    """A candidate met twice: the record that has been tried (downloaded or failed: a moved
+    pre-sharding state, say) wins over a fresh one, with the terms of both."""
+    if _tried(found) and not _tried(known):
+        known, found = found, known
+    gain_terms(known, found)
+    return known
+
+
+def _tried(sample: Sample) -> bool:
+    return bool(sample.errors or sample.fields.get(job.DOWNLOAD))
 
 
 def gain_terms(known: Sample, found: Sample) -> None:
@@ -150,10 +161,7 @@ def load_state(store: Store, shard: int, found_parts: list[str]) -> dict[str, Sa
     for part in found_parts:
         for key, record in _records(store, part).items():
             found = Sample.from_json(record)
-            if key in state:
-                gain_terms(state[key], found)
-            else:
-                state[key] = found
+            state[key] = merged(state[key], found) if key in state else found
     return state
 
 
