@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 
@@ -51,7 +52,7 @@ def test_killed_crawl_resumes_per_shard(server, tmp_path):
 
     out = tmp_path / "out"
     server.release.clear()  # hold-x answers only once released: its shard cannot finish
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     crawl = subprocess.Popen(crawl_command(listed, out), env=env, start_new_session=True)
     try:
         wait_for(lambda: finished_shards(out) >= others and server.counts["/m/hold-x.mp4"], 120)

@@ -404,9 +404,12 @@ class Crawl:
         items = [(self.store.url, shard, shard_job) for shard in todo]
         finished = [0]
 
+        every = max(1, len(todo) // 20)  # about twenty lines, however many shards
+
         def tick(n: int) -> None:
             finished[0] += n
-            self.progress.say(f"shards {finished[0]}/{len(todo)} done")
+            if finished[0] % every == 0 or finished[0] == len(todo):
+                self.progress.say(f"shards {finished[0]}/{len(todo)} done")
 
         for marker in self._map_shards(crawl_shards.crawl_shard, items, tick):
             self.progress.bytes += marker.get("bytes_now") or 0
@@ -419,7 +422,8 @@ class Crawl:
             return self.runner.map_shards(fn, items, tick)
         from concurrent.futures import ThreadPoolExecutor
 
-        ready_stage(self.download_stage, self.ctx)  # set up once, before the threads share it
+        stage = ready_stage(self.download_stage, self.ctx)  # set up once, before the threads
+        stage.pool()  # share it: one thread pool of downloads for the whole process
         with ThreadPoolExecutor(max(1, self.download_stage.threads)) as pool:
             futures = [pool.submit(fn, *item) for item in items]
             results = []

@@ -257,13 +257,18 @@ def publish(store: Store, shards: int, name: str, rel: str, empty: pa.Table) -> 
     """The shards' published rows concatenated into `rel`, one shard in memory at a time,
     under a schema that fits them all (a column typed differently across shards is text)."""
     parts = [published_path(name, s) for s, _ in markers(store, shards)]
-    schema = unified_schema([pq.read_schema(store.path(p)) for p in parts])
+    schema = unified_schema([_schema(store, p) for p in parts])
     if schema is None or not len(schema):
         store.write_table(rel, empty)
         return
     with store.staging(rel) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
         for part in parts:
             writer.write_table(conform(store.read_table(part), schema))
+
+
+def _schema(store: Store, rel: str) -> pa.Schema:
+    with store.fs.open(store.path(rel), "rb") as f:  # the footer only, local or remote
+        return pq.read_schema(f)
 
 
 def unified_schema(schemas: list[pa.Schema]) -> pa.Schema | None:
