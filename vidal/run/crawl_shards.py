@@ -67,12 +67,13 @@ def num_shards(store: Store, wanted: int, expected) -> int:
 
 
 class Inbox:
-    """New candidates bucketed by shard and written as part files in batches: the driver
-    buffers at most `limit` candidates."""
+    """New candidates bucketed by shard and written as part files in batches. The buffer
+    holds the records as JSON text (a few hundred bytes each, not Sample objects): at most
+    `limit` of them, so the driver's memory is bounded and the part files stay few."""
 
-    def __init__(self, store: Store, shards: int, limit: int = 50_000):
+    def __init__(self, store: Store, shards: int, limit: int = 200_000):
         self.store, self.shards, self.limit = store, shards, limit
-        self.buffer: dict[int, dict[str, Sample]] = {}
+        self.buffer: dict[int, dict[str, str]] = {}
         self.size = 0
         self.added = 0
 
@@ -82,16 +83,19 @@ class Inbox:
             known = bucket.get(sample.key)
             if known is None:
                 self.size += 1
-            bucket[sample.key] = sample if known is None else merged(known, sample)
+                bucket[sample.key] = sample.to_json()
+            else:
+                bucket[sample.key] = merged(Sample.from_json(known), sample).to_json()
             self.added += 1
             if self.size >= self.limit:
                 self.flush()
 
     def flush(self) -> None:
         for shard, bucket in sorted(self.buffer.items()):
-            samples = list(bucket.values())
-            records = [s.to_json() for s in samples]
-            rows_io.write_part(self.store, FOUND, shard, samples, records, [""] * len(samples))
+            keys = sorted(bucket)
+            records = [bucket[k] for k in keys]
+            samples = [Sample.from_json(r) for r in records]  # the rows writer's accounting
+            rows_io.write_part(self.store, FOUND, shard, samples, records, [""] * len(keys))
         self.buffer, self.size = {}, 0
 
 
