@@ -10,7 +10,7 @@ import pytest
 
 from tests.crawl.conftest import BIG_BYTES, CAP_BYTES
 from vidal.crawl import download
-from vidal.crawl.direct import container_of, media_extension
+from vidal.crawl.direct import claimed_by_platform, container_of, media_extension
 from vidal.run.crawl import run_crawl
 
 ATTEMPTS = 2
@@ -108,3 +108,7 @@ def test_what_counts_as_direct():
     assert container_of(b"\0\0\0\x18ftypisom") == ".mp4"
     assert container_of(b"\x1a\x45\xdf\xa3\x01\0\0\0webm") == ".webm"
     assert container_of(b"<!DOCTYPE html>") is None
+    # a platform's page is never fetched to sniff it (one more request that counts against
+    # the platform's limits): yt-dlp reads it
+    assert claimed_by_platform("https://www.youtube.com/watch?v=Qz7pL2wXk9A")
+    assert not claimed_by_platform("https://cdn.example.com/v/1234?sig=x")

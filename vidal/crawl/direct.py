@@ -8,14 +8,17 @@ file under the size cap, checked by its first bytes (a real container's magic; t
 HTML page or a playlist is `not_video`), checked for truncation against Content-Length, and
 described by `vidal.media.probe` (the container header: no frame is decoded).
 
-A link is direct when its path ends in a media extension, or (for URL-list rows) when the
-server answers the GET with a `video/*` Content-Type; anything else goes to yt-dlp.
+A link is direct when its path ends in a media extension, or (for URL-list rows that no
+dedicated yt-dlp extractor claims: never a platform's page, which would only cost it an extra
+request) when the server answers the GET with a `video/*` Content-Type; anything else goes to
+yt-dlp.
 """
 
 from __future__ import annotations
 
 import os
 import posixpath
+import threading
 import urllib.parse
 
 from vidal import net
@@ -45,6 +48,24 @@ def media_extension(url: str) -> str | None:
         return None
     ext = posixpath.splitext(urllib.parse.unquote(parts.path))[1].lower()
     return ext if ext in MEDIA_EXTENSIONS else None
+
+
+_EXTRACTORS: list = []
+_EXTRACTORS_LOCK = threading.Lock()
+
+
+def claimed_by_platform(url: str) -> bool:
+    """Whether a yt-dlp extractor other than the generic one handles `url` (a platform's
+    page): such URLs are never sniffed. The extractors' patterns compile once per process."""
+    with _EXTRACTORS_LOCK:
+        if not _EXTRACTORS:
+            from yt_dlp.extractor import gen_extractor_classes
+
+            _EXTRACTORS.extend(c for c in gen_extractor_classes() if c.ie_key() != "Generic")
+    try:
+        return any(ie.suitable(url) for ie in _EXTRACTORS)
+    except Exception:  # a pattern that chokes on this URL: leave the URL to yt-dlp
+        return True
 
 
 def container_of(head: bytes) -> str | None:

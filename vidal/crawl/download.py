@@ -176,7 +176,7 @@ def attempt_once(
     if direct_allowed(opts, proxy):
         if direct.media_extension(url):
             return direct_attempt(url, opts, workdir, policy)
-        if sniff and url.lower().startswith(("http://", "https://")):
+        if sniff and _sniffable(url):
             response = _sniffed_media(url, opts, policy)
             if response is not None:
                 return direct_attempt(url, opts, workdir, policy, response)
@@ -186,6 +186,10 @@ def attempt_once(
 def direct_allowed(opts: DownloadOptions, proxy: str | None) -> bool:
     """Plain HTTP only where yt-dlp would add nothing: no per-request options of its own."""
     return opts.direct and not (proxy or opts.cookies or opts.impersonate or opts.ytdlp)
+
+
+def _sniffable(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://")) and not direct.claimed_by_platform(url)
 
 
 def _sniffed_media(url: str, opts: DownloadOptions, policy: net.UrlPolicy):
