@@ -1,12 +1,19 @@
 """Crawl download throughput against a loopback HTTP server, as a ratio to plain urllib.
 
-For 2, 8 and 32 concurrent downloads, the same files are fetched twice in this run: by a plain
-`urllib.request` loop (the reference: bytes off the socket, nothing else) and by vidal's download
-stage (yt-dlp's generic extractor, the size and duration caps, the rate limiter, the PyAV check
-and the atomic move into the store). The ratio says what the crawl's machinery costs on top of
-the transfer itself; on the open internet the transfer dominates far more than on 127.0.0.1.
+Two measurements, each against a plain `urllib.request` loop run in the same process at the same
+concurrency (the reference: bytes off the socket, nothing else):
 
-    python scripts/bench_crawl.py [--files 32] [--concurrency 2 8 32] [--json out.json]
+- `vidal crawl --urls` of N direct mp4 links, the whole job in-process on the local runner
+  (URL list read into the sharded candidate store, shard tasks, the direct-link path: URL
+  policy, size cap, magic bytes, a header probe, the atomic move into the store, then
+  crawl.parquet / candidates.parquet / crawl.json published); goal >= 0.5x urllib's clips/s;
+- the download stage alone at 2, 8 and 32 concurrent downloads, through the direct path and
+  (`--ytdlp`) through yt-dlp's generic extractor, for what extraction costs.
+
+The ratio says what the crawl's machinery costs on top of the transfer itself; on the open
+internet the transfer dominates far more than on 127.0.0.1.
+
+    python scripts/bench_crawl.py [--files 64] [--concurrency 2 8 32] [--json out.json]
 """
 
 from __future__ import annotations
@@ -84,9 +91,13 @@ def fetch_urllib(urls: list[str], concurrency: int) -> tuple[float, int]:
     return time.perf_counter() - started, total
 
 
-def fetch_vidal(urls: list[str], concurrency: int, out: str) -> tuple[float, int]:
-    stage = DownloadStage(threads=concurrency, rate_per_s=0, max_duration=60.0, attempts=1)
-    stage.setup(StageContext(out=out))
+def fetch_vidal(
+    urls: list[str], concurrency: int, out: str, direct: bool = True
+) -> tuple[float, int]:
+    stage = DownloadStage(
+        threads=concurrency, rate_per_s=0, max_duration=60.0, attempts=1, direct=direct
+    )
+    stage.setup(StageContext(out=out, allow_private_addresses=True))  # 127.0.0.1
     samples = [
         Sample(key=f"bench-{i:05d}", shard=0, source=url, meta={"candidate": {"platform": "url"}})
         for i, url in enumerate(urls)
@@ -112,10 +123,40 @@ def row(label: str, seconds: float, total: int, files: int) -> dict:
 HEADER = ("concurrency", "urllib clips/s", "urllib MB/s", "vidal clips/s", "vidal MB/s", "ratio")
 
 
-def measure(httpd, concurrency: int, files: int, work: Path) -> dict:
-    ref = fetch_urllib(urls_for(httpd, f"u{concurrency}", files, 2), concurrency)
-    out = str(work / f"out-{concurrency}")
-    got = fetch_vidal(urls_for(httpd, f"v{concurrency}", files, 2), concurrency, out)
+def crawl_urls(urls: list[str], concurrency: int, work: Path) -> tuple[float, int]:
+    """`vidal crawl --urls LIST --local` in this process: the whole job, timed."""
+    from vidal.config import load_config
+    from vidal.run.crawl import run_crawl
+
+    listed = work / "urls.csv"
+    listed.write_text("url\n" + "".join(u + "\n" for u in urls))
+    overrides = [
+        "runner.kind=local",
+        "runner.progress=false",
+        "source.allow_private_addresses=true",
+    ]
+    overrides += ["crawl.download.rate_per_s=0", f"crawl.download.threads={concurrency}"]
+    config = load_config("crawl", overrides)
+    started = time.perf_counter()
+    outcome = run_crawl(config, str(work / "crawl-out"), urls_file=str(listed), quiet=True)
+    seconds = time.perf_counter() - started
+    if outcome.counts["downloaded"] != len(urls):
+        raise SystemExit(f"bench crawl failed: {outcome.counts}")
+    return seconds, outcome.counts["bytes"]
+
+
+def measure_crawl(httpd, files: int, concurrency: int, work: Path) -> dict:
+    ref = row("urllib", *fetch_urllib(urls_for(httpd, "cu", files, 2), concurrency), files)
+    got = row("vidal", *crawl_urls(urls_for(httpd, "cv", files, 2), concurrency, work), files)
+    ratio = round(got["clips_per_s"] / ref["clips_per_s"], 4)
+    return {"concurrency": concurrency, "urllib": ref, "vidal": got, "ratio": ratio}
+
+
+def measure(httpd, concurrency: int, files: int, work: Path, direct: bool = True) -> dict:
+    ref = fetch_urllib(urls_for(httpd, f"u{concurrency}{direct}", files, 2), concurrency)
+    out = str(work / f"out-{concurrency}-{direct}")
+    urls = urls_for(httpd, f"v{concurrency}{direct}", files, 2)
+    got = fetch_vidal(urls, concurrency, out, direct)
     ref, got = row("urllib", *ref, files), row("vidal", *got, files)
     ratio = round(got["clips_per_s"] / ref["clips_per_s"], 4)
     return {"concurrency": concurrency, "urllib": ref, "vidal": got, "ratio": ratio}
@@ -130,7 +171,9 @@ def show(result: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=32, help="downloads per setting")
+    parser.add_argument("--files", type=int, default=64, help="downloads per setting")
+    parser.add_argument("--crawl-threads", type=int, default=8, help="crawl --urls downloads")
+    parser.add_argument("--ytdlp", action="store_true", help="also the stage through yt-dlp")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[2, 8, 32])
     parser.add_argument("--clip-seconds", type=float, default=4.0)
     parser.add_argument("--json", help="also write the figures here")
@@ -141,11 +184,19 @@ def main() -> int:
         httpd = serve([p.read_bytes() for p in paths])
         size = sum(p.stat().st_size for p in paths) / len(paths) / 1e6
         print(f"crawl download vs urllib, loopback, 720p clips of {size:.2f} MB, {args.files} each")
+        print("vidal crawl --urls (direct mp4 links, whole job, local runner); goal ratio >= 0.5")
         print("  ".join(HEADER))
-        results = []
-        for concurrency in args.concurrency:
-            results.append(measure(httpd, concurrency, args.files, work))
-            show(results[-1])
+        whole = measure_crawl(httpd, args.files, args.crawl_threads, work)
+        show(whole)
+        results = {"crawl_urls": whole, "stage_direct": [], "stage_ytdlp": []}
+        for label, direct in (("direct", True), ("ytdlp", False))[: 2 if args.ytdlp else 1]:
+            print(f"download stage alone, {label} path")
+            print("  ".join(HEADER))
+            for concurrency in args.concurrency:
+                results[f"stage_{label}"].append(
+                    measure(httpd, concurrency, args.files, work, direct)
+                )
+                show(results[f"stage_{label}"][-1])
         httpd.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -63,7 +63,8 @@ class CrawlConfig:
     filter: TextFilter = field(default_factory=TextFilter)
     download: DownloadStage = field(default_factory=DownloadStage)
     freesound: FreesoundOptions = field(default_factory=FreesoundOptions)  # --source freesound
-    wave: int = 256  # candidates per download wave; the manifests are rewritten after each
+    wave: int = 256  # search terms per wave; downloads per checkpoint inside a shard
+    shards: int = 0  # candidate shards, fixed by the first run; 0: ~10^4 candidates a shard
 
 
 @dataclass

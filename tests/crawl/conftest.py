@@ -2,13 +2,15 @@
 and every fault a real crawl meets. It counts requests per path, so tests can assert that
 retries happen where they should and stop where they should.
 
-Media routes are /m/<kind>-<name>.mp4; the kind picks the behaviour (see `FaultHandler`).
+Media routes are /m/<kind>-<name>.mp4; the kind picks the behaviour (see `FaultHandler`);
+/d/<kind>-<name> is the same without an extension (a direct link only its answer reveals).
 Pages are /v/<kind>-<name>.html and embed /m/<kind>-<name>.mp4. Nothing leaves 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import html
 import http.server
 import threading
@@ -48,7 +50,7 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
             return self.send_body(
                 b"<html><head><title>no video here</title></head></html>", "text/html", head
             )
-        if not path.startswith("/m/"):
+        if not path.startswith(("/m/", "/d/")):
             return self.status(404)
         handler = getattr(self, f"media_{kind}", None)
         return handler(path, head) if handler else self.status(404)
@@ -86,6 +88,18 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
 
     def media_text(self, path, head):
         self.send_body(b"this is not a video\n" * 100, "video/mp4", head)
+
+    def media_html(self, path, head):
+        self.send_body(b"<!DOCTYPE html><html><body>a page</body></html>", "text/html", head)
+
+    def media_m3u(self, path, head):
+        body = b"#EXTM3U\n#EXTINF:1,\nhttp://127.0.0.1:9/a.ts\n"
+        self.send_body(body, "application/vnd.apple.mpegurl", head)
+
+    def media_hold(self, path, head):
+        """Served once the test releases it: a download in flight for as long as needed."""
+        self.server.state.release.wait(120)
+        self.media_ok(path, head)
 
     def media_r429(self, path, head):
         self.status(429, {"Retry-After": "1"})
@@ -133,6 +147,16 @@ class FaultHandler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
         self.stream_zeros(BIG_BYTES)
 
+    def media_bigmp4(self, path, head):
+        """A real MP4 head followed by 50 MB, no Content-Length: a cap while reading stops it."""
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.end_headers()
+        self.close_connection = True
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self.wfile.write(self.server.state.clip[:4096])
+        self.stream_zeros(BIG_BYTES)
+
     def media_bigcl(self, path, head):
         """50 MB announced in Content-Length."""
         self.send_response(200)
@@ -166,6 +190,8 @@ class FaultServer:
         self.counts: collections.Counter = collections.Counter()
         self.sent: collections.Counter = collections.Counter()
         self.titles: dict[str, str] = {}
+        self.release = threading.Event()
+        self.release.set()
         self.lock = threading.Lock()
         self.httpd = QuietServer(("127.0.0.1", 0), FaultHandler)
         self.httpd.state = self
@@ -188,6 +214,7 @@ class FaultServer:
             self.counts.clear()
             self.sent.clear()
             self.titles.clear()
+            self.release.set()
 
     def close(self) -> None:
         self.httpd.shutdown()

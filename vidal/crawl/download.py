@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidal import net
-from vidal.crawl import taxonomy
+from vidal.crawl import direct, taxonomy
 from vidal.crawl.taxonomy import Failure
 from vidal.crawl.ytdlp import Recorder, base_params, vetted_youtube_dl
 
@@ -61,7 +61,11 @@ class DownloadOptions:
     sleep_requests: float | None = None  # yt-dlp: seconds between extraction requests
     impersonate: str | None = None  # yt-dlp client impersonation target, e.g. "chrome"
     ytdlp: dict[str, Any] = field(default_factory=dict)  # any other yt-dlp option, verbatim
-    verify: bool = True  # probe the file with PyAV before marking it downloaded
+    verify: bool = True  # probe the file's header with PyAV before marking it downloaded
+    # direct media links (a media extension, or a video/* answer to a URL-list row) by plain
+    # streaming HTTP instead of yt-dlp; off, or with cookies/proxies/impersonate/ytdlp set
+    # (which only yt-dlp honours), every URL goes through yt-dlp
+    direct: bool = True
     allow_local: bool = False  # accept file paths / file:// URLs (off: http(s) only)
 
 
@@ -146,7 +150,8 @@ def download(
         sleep(max(0.0, limiter.reserve(bucket)))
         proxy = pick_proxy(opts.proxies, seed, attempt)
         try:
-            return attempt_once(url, opts, workdir, proxy, policy), None, attempt
+            got = attempt_once(url, opts, workdir, proxy, policy, sniff=platform == "url")
+            return got, None, attempt
         except Exception as exc:  # yt-dlp raises many types; each becomes a taxonomy entry
             failure = exc.failure if isinstance(exc, CapExceeded) else taxonomy.classify(exc)
         if failure.retry_after is not None:
@@ -163,8 +168,63 @@ def attempt_once(
     workdir: str,
     proxy: str | None,
     policy: net.UrlPolicy = net.UrlPolicy(),
+    sniff: bool = False,
 ) -> Downloaded:
-    """One try: a fresh temp folder, yt-dlp with our caps, then the written file verified."""
+    """One try: a direct media link by plain HTTP; otherwise (pages, platforms) a fresh temp
+    folder, yt-dlp with our caps, then the written file verified. With `sniff` (a URL-list
+    row), a link without a media extension is fetched once to see if it serves video/*."""
+    if direct_allowed(opts, proxy):
+        if direct.media_extension(url):
+            return direct_attempt(url, opts, workdir, policy)
+        if sniff and _sniffable(url):
+            response = _sniffed_media(url, opts, policy)
+            if response is not None:
+                return direct_attempt(url, opts, workdir, policy, response)
+    return ytdlp_attempt(url, opts, workdir, proxy, policy)
+
+
+def direct_allowed(opts: DownloadOptions, proxy: str | None) -> bool:
+    """Plain HTTP only where yt-dlp would add nothing: no per-request options of its own."""
+    return opts.direct and not (proxy or opts.cookies or opts.impersonate or opts.ytdlp)
+
+
+def _sniffable(url: str) -> bool:
+    return url.lower().startswith(("http://", "https://")) and not direct.claimed_by_platform(url)
+
+
+def _sniffed_media(url: str, opts: DownloadOptions, policy: net.UrlPolicy):
+    """The open GET of `url` when it answers video/*; None (closed) for anything else,
+    failures included: yt-dlp then reads the URL as a page and reports what it finds."""
+    try:
+        response = direct.open_media(url, policy, opts.socket_timeout)
+    except direct.DirectFailure:
+        return None
+    if direct.is_video_response(response):
+        return response
+    response.close()
+    return None
+
+
+def direct_attempt(url, opts: DownloadOptions, workdir: str, policy, response=None) -> Downloaded:
+    """A direct link streamed to a temp folder and verified from its header (no yt-dlp)."""
+    folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
+    try:
+        response = response or direct.open_media(url, policy, opts.socket_timeout)
+        with response:
+            path = direct.stream_to_file(response, folder, url, opts.max_bytes)
+        ext = os.path.splitext(path)[1]
+        return _verified(path, direct.direct_info(url, ext, None), opts)
+    except direct.DirectFailure as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise CapExceeded(exc.failure) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def ytdlp_attempt(
+    url: str, opts: DownloadOptions, workdir: str, proxy: str | None, policy: net.UrlPolicy
+) -> Downloaded:
     session = _session(opts, proxy, policy)
     folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
     try:

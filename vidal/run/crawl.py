@@ -1,20 +1,23 @@
 """The `vidal terms` and `vidal crawl` jobs: terms -> search -> text filter -> download.
 
 The search and download stages run on the configured runner (local or Ray) like every other
-stage; this module plans their work, keeps the crawl's state and writes its outputs:
+stage; this module plans their work and writes the crawl's outputs. The candidates live in a
+sharded store (`vidal.run.crawl_shards`: `work/candidates/<shard>.parquet`, a candidate's
+shard is `shard_of(key, N)`), so the driver holds O(shards) state:
 
   OUT/candidates.parquet   every candidate, kept or not: status, reason, metadata, the term(s)
-                           that found it, and the candidate's Sample record (the resume state)
+                           that found it, and the candidate's Sample record (redacted)
   OUT/crawl.parquet        one row per downloaded clip: `vidal build --source` takes it as it is
                            (`path` relative to OUT, title, hashtags, extra columns)
   OUT/raw/KEY.EXT          the media
   OUT/crawl.json           counts by status and reason, bytes, seconds
   OUT/work/crawl/search.parquet   one row per searched term (resume of the search step)
 
-Resume: a rerun skips terms already searched, candidates already downloaded (whose file is still
-there) and candidates that failed; `--retry-failed` retries the ones whose reason is retryable
-(rate_limited, network). Text filters are re-applied to every candidate not yet downloaded, so a
-changed filter takes effect on the next run.
+Resume: a rerun skips terms already searched and shards already crawled (their marker matches
+the text filters); inside a shard it skips candidates already downloaded (whose file is still
+there) and candidates that failed; `--retry-failed` reruns the shards holding retryable
+failures (rate_limited, network) and retries only those. Text filters are re-applied to every
+candidate not yet downloaded, so a changed filter takes effect on the next run.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ import pyarrow as pa
 
 from vidal.config import Config, ConfigError
 from vidal.crawl import taxonomy, terms
-from vidal.crawl.download import check_options
+from vidal.crawl.download import check_options, direct_allowed
 from vidal.crawl.filters import TextFilter, apply_filter
 from vidal.crawl.search import FIELDS, candidate_key
 from vidal.io.store import Store
 from vidal.net import redact, redact_text, redact_values
+from vidal.run.execute import ready_stage
 from vidal.sample import Sample
 from vidal.stages.base import StageContext
 from vidal.text import parse_hashtags
@@ -47,7 +51,8 @@ from vidal.text import parse_hashtags
 MANIFEST = "crawl.parquet"
 CANDIDATES = "candidates.parquet"
 SEARCHES = "work/crawl/search.parquet"
-STATE = "work/crawl/candidates.parquet"  # the records with real URLs: the resume state
+INGESTED = "work/crawl/ingested.json"  # the URL list whose rows are all in the shards
+OLD_STATE = "work/crawl/candidates.parquet"  # a pre-sharding crawl's state, moved on resume
 SUMMARY = "crawl.json"
 FILTER = "filter"
 DOWNLOAD = "download"
@@ -140,41 +145,61 @@ def candidate_sample(cand: dict, extra: dict | None = None) -> Sample:
     return Sample(key=key, shard=0, source=cand.get("url") or "", meta=meta)
 
 
-def candidates_from_searches(term_samples: list[Sample]) -> list[Sample]:
-    """Candidates of all terms, de-duplicated by platform id; every finding term is kept."""
-    found: dict[str, Sample] = {}
-    for term in term_samples:
-        for cand in term.fields.get("search", {}).get("candidates", []):
-            sample = candidate_sample(cand)
-            if sample.key in found:
-                seen = found[sample.key].meta["terms"]
-                seen.extend(t for t in sample.meta["terms"] if t not in seen)
-            else:
-                found[sample.key] = sample
-    return list(found.values())
+def candidates_of(term: Sample):
+    """The candidate samples a searched term found (duplicates meet in their shard)."""
+    for cand in term.fields.get("search", {}).get("candidates", []):
+        yield candidate_sample(cand)
 
 
-def read_url_list(path: str) -> list[dict]:
-    """Rows of a csv/parquet/jsonl URL list (a `url` column; other columns are kept)."""
+def iter_url_rows(path: str, batch_rows: int = 65_536):
+    """Rows of a csv/parquet/jsonl URL list (a `url` column; other columns are kept), read a
+    batch at a time: a list of 10^7 URLs is never in memory whole."""
     import pyarrow.csv
     import pyarrow.json
     import pyarrow.parquet
 
     p = Path(path)
-    readers = {".parquet": pyarrow.parquet.read_table, ".csv": pyarrow.csv.read_csv}
-    table = readers.get(p.suffix.lower(), pyarrow.json.read_json)(p)
-    if "url" not in table.column_names:
-        raise ValueError(f"{path} needs a 'url' column; it has {', '.join(table.column_names)}")
-    return table.to_pylist()
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        reader = pyarrow.parquet.ParquetFile(p)
+        names, batches = reader.schema_arrow.names, reader.iter_batches(batch_rows)
+    else:
+        opened = pyarrow.csv.open_csv(p) if suffix == ".csv" else pyarrow.json.open_json(p)
+        names, batches = opened.schema.names, opened
+    if "url" not in names:
+        raise ValueError(f"{path} needs a 'url' column; it has {', '.join(names)}")
+    for batch in batches:
+        yield from batch.to_pylist()
+
+
+def count_url_rows(path: str) -> int:
+    """Rows of a URL list without reading them: parquet metadata, or lines of text."""
+    import pyarrow.parquet
+
+    if Path(path).suffix.lower() == ".parquet":
+        return pyarrow.parquet.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def read_url_list(path: str) -> list[dict]:
+    return list(iter_url_rows(path))
 
 
 def candidates_from_urls(path: str, allow_local: bool) -> list[Sample]:
+    """The list's candidates, de-duplicated by key (small lists; the crawl streams them)."""
+    found: dict[str, Sample] = {}
+    for sample in iter_url_candidates(path, allow_local):
+        found.setdefault(sample.key, sample)
+    return list(found.values())
+
+
+def iter_url_candidates(path: str, allow_local: bool):
     """One candidate per row; the platform is "url" and the id the URL (or the row's id).
     Columns named like candidate fields (title, duration, license, ...) fill them; the others
     are kept as extra columns."""
     base = Path(path).resolve().parent
-    found: dict[str, Sample] = {}
-    for row in read_url_list(path):
+    for row in iter_url_rows(path):
         url = _local_url(str(row.get("url") or "").strip(), base, allow_local)
         cand = dict.fromkeys(FIELDS)
         cand.update({k: v for k, v in row.items() if k in cand and v is not None})
@@ -182,9 +207,7 @@ def candidates_from_urls(path: str, allow_local: bool) -> list[Sample]:
         cand.update(title=str(row.get("title") or row.get("caption") or ""), tags=[])
         cand.update(hashtags=parse_hashtags(row.get("hashtags")))
         extra = {k: v for k, v in row.items() if k not in cand and k != "caption"}
-        sample = candidate_sample(cand, extra)
-        found.setdefault(sample.key, sample)
-    return list(found.values())
+        yield candidate_sample(cand, extra)
 
 
 def _local_url(url: str, base: Path, allow_local: bool) -> str:
@@ -276,7 +299,7 @@ class Crawl:
         self.ctx = StageContext(out=self.store.url, allow_private_addresses=private)
         self.search_stage = dataclasses.replace(config.crawl.search)
         self.download_stage = dataclasses.replace(config.crawl.download)
-        self.state = self.load_state()
+        self.shards = 0  # fixed by `inbox()`: the first run's count
         self.actors: list = []
 
     def use_ray_limiters(self) -> None:
@@ -289,14 +312,20 @@ class Crawl:
         d.rate_limiter, actor = start_ray_limiter(dict(d.platform_rates), d.rate_per_s, d.burst)
         self.actors.append(actor)
 
-    def load_state(self) -> dict[str, Sample]:
-        # the private state first; CANDIDATES (redacted) for crawls written before it existed
-        name = next((n for n in (STATE, CANDIDATES) if self.store.exists(n)), None)
-        if name is None:
-            return {}
-        table = self.store.read_table(name)
-        records = table.column("record").to_pylist()
-        return {s.key: s for s in map(Sample.from_json, records)}
+    def inbox(self, expected):
+        """Where new candidates go (by shard); moves a pre-sharding crawl's state there.
+        `expected()`: how many candidates the first run expects (sizes the shard count)."""
+        from vidal.run import crawl_shards  # it builds on this module's candidate functions
+
+        wanted = self.config.crawl.shards
+        self.shards = crawl_shards.num_shards(self.store, wanted, expected)
+        inbox = crawl_shards.Inbox(self.store, self.shards)
+        if self.store.exists(OLD_STATE):
+            records = self.store.read_table(OLD_STATE).column("record").to_pylist()
+            inbox.add(map(Sample.from_json, records))
+            inbox.flush()
+            self.store.remove(OLD_STATE)
+        return inbox
 
     def run_stage(self, stage, samples: list[Sample]) -> list[Sample]:
         return self.runner.map_samples(stage, self.ctx, samples) if samples else []
@@ -313,17 +342,18 @@ class Crawl:
                 todo.append(sample)
         return todo
 
-    def search(self, term_list: list[str], todo: list[Sample]) -> list[Sample]:
-        """Run the search stage over `todo`, in waves; every term's result so far."""
+    def search(self, todo: list[Sample], inbox) -> None:
+        """Run the search stage over `todo` in waves; each wave's candidates go to the inbox
+        before its terms are recorded as searched (a killed crawl searches them again)."""
         done = self._searched()
         wave = max(1, self.config.crawl.wave)
         for start in range(0, len(todo), wave):
-            for sample in self.run_stage(self.search_stage, todo[start : start + wave]):
-                done[sample.key] = sample
+            for term in self.run_stage(self.search_stage, todo[start : start + wave]):
+                inbox.add(candidates_of(term))
+                done[term.key] = _without_candidates(term)
+            inbox.flush()
             self._save_searches(done)
             self.progress.say(f"searched {min(start + wave, len(todo))}/{len(todo)} new terms")
-        keys = [term_sample(t).key for t in term_list]
-        return [done[k] for k in keys if k in done]
 
     def _searched(self) -> dict[str, Sample]:
         if not self.store.exists(SEARCHES):
@@ -344,57 +374,100 @@ class Crawl:
         )
         self.store.write_table(SEARCHES, table)
 
-    # candidates and downloads -------------------------------------------------------------
-    def add_candidates(self, found: list[Sample]) -> None:
-        """New candidates join the state; known ones keep their state and gain terms."""
-        for sample in found:
-            known = self.state.get(sample.key)
-            if known is None:
-                self.state[sample.key] = sample
-                continue
-            seen = known.meta.setdefault("terms", [])
-            seen.extend(t for t in sample.meta.get("terms", []) if t not in seen)
+    # URL lists ---------------------------------------------------------------------------
+    def ingest_urls(self, urls_file: str, allow_local: bool, inbox) -> None:
+        """The list's rows into the inbox, streamed; skipped when this very list (same path,
+        size and time) was ingested completely before."""
+        stat = Path(urls_file).stat()
+        listed = {"list": str(Path(urls_file).resolve()), "size": stat.st_size}
+        listed.update(mtime_ns=stat.st_mtime_ns, allow_local=allow_local)
+        if self.store.read_json(INGESTED) == listed:
+            return
+        inbox.add(iter_url_candidates(urls_file, allow_local))
+        inbox.flush()
+        self.store.write_json(INGESTED, listed)
+        self.progress.say(f"{inbox.added} URL rows read from {urls_file}")
 
+    # downloads and outputs ----------------------------------------------------------------
     def download(self, retry_failed: bool) -> None:
-        todo = select(self.state, self.store, self.config.crawl.filter, retry_failed)
-        self.progress.say(self._filter_line(len(todo)))
-        wave = max(1, self.config.crawl.wave)
-        for start in range(0, len(todo), wave):
-            for sample in self.run_stage(self.download_stage, todo[start : start + wave]):
-                clean_downloaded_text(sample, self.config.crawl.filter)
-                self.state[sample.key] = sample
-                self.progress.bytes += sample.fields.get(DOWNLOAD, {}).get("bytes") or 0
-            self.save()
-            self.progress.say(self._download_line(min(start + wave, len(todo)), len(todo)))
-        self.save()
+        """Every shard with work runs as one task; done shards are skipped."""
+        from vidal.run import crawl_shards
 
-    def _filter_line(self, todo: int) -> str:
-        dropped = Counter(_slug(s.dropped) for s in self.state.values() if s.dropped)
-        reasons = ", ".join(f"{k} {v}" for k, v in dropped.most_common()) or "none"
-        total = sum(dropped.values())
-        return f"{len(self.state)} candidates; filtered out {total} ({reasons}); {todo} to download"
+        shard_job = crawl_shards.ShardJob(
+            self.download_stage,
+            self.config.crawl.filter,
+            self.ctx,
+            retry_failed,
+            self.config.crawl.wave,
+        )
+        fingerprint = shard_job.fingerprint
+        todo = crawl_shards.shards_to_run(self.store, self.shards, fingerprint, retry_failed)
+        self.progress.say(f"{len(todo)} of {self.shards} shards to crawl")
+        items = [(self.store.url, shard, shard_job) for shard in todo]
+        finished = [0]
 
-    def _download_line(self, done: int, total: int) -> str:
-        counts = summarise(self.state.values())
-        failed = ", ".join(f"{k} {v}" for k, v in counts["failed_by_reason"].items()) or "none"
+        every = max(1, len(todo) // 20)  # about twenty lines, however many shards
+
+        def tick(n: int) -> None:
+            finished[0] += n
+            if finished[0] % every == 0 or finished[0] == len(todo):
+                self.progress.say(f"shards {finished[0]}/{len(todo)} done")
+
+        for marker in self._map_shards(crawl_shards.crawl_shard, items, tick):
+            self.progress.bytes += marker.get("bytes_now") or 0
+
+    def _map_shards(self, fn, items: list, tick) -> list:
+        """Shard tasks on the runner; in-process, a few at once, so that small shards still
+        keep the download stage's threads busy (one process is one worker: the stage's
+        thread pool bounds the downloads whatever the number of shards in flight)."""
+        if getattr(self.runner, "ray", None) is not None or len(items) <= 1:
+            return self.runner.map_shards(fn, items, tick)
+        from concurrent.futures import ThreadPoolExecutor
+
+        stage = ready_stage(self.download_stage, self.ctx)  # set up once, before the threads
+        stage.pool()  # share it: one thread pool of downloads for the whole process
+        with ThreadPoolExecutor(max(1, self.download_stage.threads)) as pool:
+            futures = [pool.submit(fn, *item) for item in items]
+            results = []
+            for future in futures:
+                results.append(future.result())
+                tick(1)
+        return results
+
+    def publish(self) -> dict:
+        """crawl.parquet, candidates.parquet and crawl.json from the shards, one at a time."""
+        from vidal.run import crawl_shards
+
+        store, shards = self.store, self.shards
+        crawl_shards.publish(store, shards, "manifest", MANIFEST, _empty_manifest())
+        crawl_shards.publish(store, shards, "candidates", CANDIDATES, _empty_candidates())
+        counts = crawl_shards.total_counts(store, shards)
+        store.write_json(SUMMARY, counts)
+        self.progress.say(self._done_line(counts))
+        return counts
+
+    def _done_line(self, counts: dict) -> str:
+        dropped = ", ".join(f"{k} {v}" for k, v in counts["filtered_by_reason"].items())
+        failed = ", ".join(f"{k} {v}" for k, v in counts["failed_by_reason"].items())
         return (
-            f"downloads {done}/{total}: {counts['downloaded']} downloaded, failed by reason: "
-            f"{failed}; {self.progress.bytes / 1e6:.1f} MB at {self.progress.rate():.2f} MB/s"
+            f"{counts['candidates']} candidates; filtered out {counts['filtered']} "
+            f"({dropped or 'none'}); {counts['downloaded']} downloaded; failed by reason: "
+            f"{failed or 'none'}; {self.progress.bytes / 1e6:.1f} MB this run at "
+            f"{self.progress.rate():.2f} MB/s"
         )
 
-    # outputs -----------------------------------------------------------------------------
-    def save(self) -> None:
-        samples = sorted(self.state.values(), key=lambda s: s.key)
-        state = [{"key": s.key, "record": s.to_json()} for s in samples]
-        self.store.write_table(STATE, pa.Table.from_pylist(state, _STATE_SCHEMA))
-        self.store.write_table(CANDIDATES, _table([candidate_row(s, self.store) for s in samples]))
-        rows = [build_row(s) for s in samples if downloaded(s, self.store)]
-        self.store.write_table(MANIFEST, _table(rows) if rows else _empty_manifest())
-        self.store.write_json(SUMMARY, summarise(self.state.values()))
+
+def _without_candidates(term: Sample) -> Sample:
+    """A searched term as recorded: its candidates are in the shards, only their count here."""
+    found = term.fields.get("search", {})
+    if "candidates" in found:
+        term.fields["search"] = {**found, "found": len(found["candidates"]), "candidates": []}
+    return term
 
 
 def _found(term: Sample) -> int:
-    return len(term.fields.get("search", {}).get("candidates", []))
+    found = term.fields.get("search", {})
+    return found.get("found", len(found.get("candidates", [])))
 
 
 def _retryable_search(sample: Sample) -> bool:
@@ -508,6 +581,11 @@ def _empty_manifest() -> pa.Table:
     return pa.table({"id": pa.array([], pa.string()), "path": pa.array([], pa.string())})
 
 
+def _empty_candidates() -> pa.Table:
+    names = ("key", "status", "reason", "error", "url", "title", "record")
+    return pa.table({name: pa.array([], pa.string()) for name in names})
+
+
 def whole_failure(counts: dict) -> str | None:
     """One sentence when nothing was downloaded and every failure had the same reason."""
     reasons = counts["failed_by_reason"]
@@ -535,7 +613,8 @@ def run_crawl(
     progress = Progress(quiet=quiet or not config.runner.progress)
     crawl = Crawl(config, out, None, progress)
     crawl.download_stage.allow_local = crawl.download_stage.allow_local or allow_local
-    problem = check_options(crawl.download_stage)
+    # a URL list of direct links may never need yt-dlp: its options are checked when it is
+    problem = check_options(crawl.download_stage) if _may_need_ytdlp(crawl, urls_file) else None
     if problem:
         raise ConfigError(problem)
     term_list = [] if urls_file else _term_list(config, terms_file, max_terms)
@@ -547,18 +626,22 @@ def run_crawl(
         if getattr(runner, "ray", None) is not None:
             crawl.use_ray_limiters()
         if urls_file:
-            found = candidates_from_urls(urls_file, allow_local)
+            inbox = crawl.inbox(lambda: count_url_rows(urls_file))
+            crawl.ingest_urls(urls_file, allow_local, inbox)
         else:
-            found = candidates_from_searches(crawl.search(term_list, todo))
-            progress.say(f"{len(term_list)} terms -> {len(found)} unique candidates")
-        crawl.add_candidates(found)
+            inbox = crawl.inbox(lambda: len(term_list) * crawl.search_stage.per_term)
+            crawl.search(todo, inbox)
         crawl.download(retry_failed)
+        counts = crawl.publish()
     finally:
         _stop(crawl.actors)
         runner.shutdown()
-    counts = summarise(crawl.state.values())
     progress.say(f"crawl done: {json.dumps(counts)}\nmanifest: {crawl.store.url}/{MANIFEST}")
     return CrawlOutcome(crawl.store.url, counts, whole_failure(counts))
+
+
+def _may_need_ytdlp(crawl: Crawl, urls_file: str | None) -> bool:
+    return not (urls_file and direct_allowed(crawl.download_stage, None))
 
 
 def _term_list(config: Config, terms_file: str | None, max_terms: int | None) -> list[str]:
