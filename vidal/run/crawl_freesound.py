@@ -12,15 +12,14 @@ from collections import Counter
 from vidal.config import Config, ConfigError
 from vidal.crawl import freesound
 from vidal.run.crawl import (
+    SUMMARY,
     Crawl,
     CrawlOffline,
     CrawlOutcome,
     Progress,
     _stop,
     _term_list,
-    candidates_from_searches,
     check_network,
-    summarise,
     whole_failure,
 )
 from vidal.sample import Sample
@@ -44,15 +43,29 @@ class FreesoundCrawl(Crawl):
         self.search_stage.rate_limiter = self.download_stage.rate_limiter = spec
         self.actors.append(actor)
 
-    def add_candidates(self, found: list[Sample]) -> None:
-        for sample in found:  # Freesound's figures go with the sample into KEY.json `extra`
-            cand = sample.meta["candidate"]
-            sample.meta["extra"] = {
-                "freesound_id": cand.get("id"),
-                "freesound_url": cand.get("page_url"),
-                **{f"freesound_{k}": v for k, v in (cand.get("freesound") or {}).items()},
-            }
-        super().add_candidates(found)
+
+class WithFigures:
+    """The crawl's inbox, with each candidate's Freesound figures put where they go into
+    KEY.json (`extra`) before it joins its shard."""
+
+    def __init__(self, inbox):
+        self.inbox = inbox
+
+    def add(self, found) -> None:
+        self.inbox.add(map(_with_figures, found))
+
+    def __getattr__(self, name):
+        return getattr(self.inbox, name)
+
+
+def _with_figures(sample: Sample) -> Sample:
+    cand = sample.meta["candidate"]
+    sample.meta["extra"] = {
+        "freesound_id": cand.get("id"),
+        "freesound_url": cand.get("page_url"),
+        **{f"freesound_{k}": v for k, v in (cand.get("freesound") or {}).items()},
+    }
+    return sample
 
 
 def search_failure(term_samples: list[Sample]) -> str | None:
@@ -92,19 +105,18 @@ def run_freesound_crawl(
     try:
         if getattr(runner, "ray", None) is not None:
             crawl.use_ray_limiters()
-        searched = crawl.search(term_list, todo)
-        found = candidates_from_searches(searched)
-        progress.say(f"{len(term_list)} terms -> {len(found)} unique Freesound candidates")
-        crawl.add_candidates(found)
+        inbox = crawl.inbox(lambda: len(term_list) * opts.per_term)
+        crawl.search(todo, WithFigures(inbox))
         crawl.download(retry_failed)
+        counts = crawl.publish()
     finally:
         _stop(crawl.actors)
         runner.shutdown()
-    counts = summarise(crawl.state.values())
+    searched = list(crawl._searched().values())
     counts["filtered_at_search"] = dict(
         sum((Counter(s.fields.get("search", {}).get("filtered", {})) for s in searched), Counter())
     )
-    crawl.store.write_json("crawl.json", counts)
+    crawl.store.write_json(SUMMARY, counts)
     failure = search_failure(searched) or whole_failure(counts)
     return CrawlOutcome(crawl.store.url, counts, failure)
 
