@@ -184,7 +184,7 @@ def run_child(mode: str, rows: int, root: Path) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     p.add_argument("--plan-rows", type=int, default=0, help="also plan a manifest this long")
     p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -76,7 +76,7 @@ class Builder:
             total += len(records)
             old = self.marker(SOURCE, shard)
             if not old or old.get("digest") != fingerprints[shard]:
-                rows_io.write_rows(self.store, SOURCE, shard, records, {"stage": SOURCE})
+                rows_io.write_rows(self.store, SOURCE, shard, records, {}, account=False)
         plan = {"shards": self.shard_count, "source": self.source, "samples": total}
         self.store.write_json("work/plan.json", plan)
         return fingerprints
