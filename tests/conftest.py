@@ -72,3 +72,16 @@ def stage_registry():
     for name in set(sys.modules) - modules:
         if name.startswith("vidal_toy"):
             del sys.modules[name]
+
+
+@pytest.fixture
+def src4(clip_bank, tmp_path) -> Path:
+    """Four clips of the bank (two with audio) with their sidecars."""
+    import shutil
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for i in range(4):
+        for ext in ("mp4", "json"):
+            shutil.copy(clip_bank / f"synth-{i:03d}.{ext}", folder / f"synth-{i:03d}.{ext}")
+    return folder

@@ -96,14 +96,8 @@ def no_fsync(monkeypatch):
 
 
 @pytest.fixture
-def src(clip_bank, tmp_path) -> Path:
-    """Four clips of the bank (two with audio) with their sidecars."""
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(4):
-        for ext in ("mp4", "json"):
-            shutil.copy(clip_bank / f"synth-{i:03d}.{ext}", folder / f"synth-{i:03d}.{ext}")
-    return folder
+def src(src4) -> Path:
+    return src4
 
 
 @pytest.fixture

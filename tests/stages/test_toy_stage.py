@@ -201,16 +201,3 @@ def _keyframes_fields(out: Path, key: str) -> dict:
             if data["key"] == key:
                 return data["fields"]["keyframes"]
     raise KeyError(key)
-
-
-@pytest.fixture
-def src4(clip_bank, tmp_path) -> Path:
-    """Four clips of the bank with their sidecars."""
-    import shutil
-
-    folder = tmp_path / "src"
-    folder.mkdir()
-    for i in range(4):
-        for ext in ("mp4", "json"):
-            shutil.copy(clip_bank / f"synth-{i:03d}.{ext}", folder / f"synth-{i:03d}.{ext}")
-    return folder
