@@ -78,13 +78,13 @@ class FakeModelStage(Stage):
         return batch
 
 
-def chain(log: str) -> list[Stage]:
+def chain(log: str, batch_s: float = 0.15) -> list[Stage]:
     stages = []
     for i in range(CHAIN - 1):
         stage = NullStage()
         stage.name = f"null{i}"  # an instance name: each stage its own rows and markers
         stages.append(stage)
-    stages.insert(4, FakeModelStage(log=log))
+    stages.insert(4, FakeModelStage(log=log, batch_s=batch_s))
     return stages
 
 
@@ -119,7 +119,7 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child_build(manifest: str, out: str, shards: int) -> dict:
+def child_build(manifest: str, out: str, shards: int, batch_s: float) -> dict:
     from vidal.config import load_config
     from vidal.run.build import Builder
     from vidal.run.ray_runner import RayRunner
@@ -129,7 +129,7 @@ def child_build(manifest: str, out: str, shards: int) -> dict:
     runner = RayRunner(config.runner)
     builder = Builder(config, manifest, out, runner)
     log = str(Path(out).parent / "fake_model.log")
-    builder.stages = chain(log)
+    builder.stages = chain(log, batch_s)
     t0 = time.time()
     builder.source_fingerprints  # noqa: B018 - plans
     t1, c1 = time.time(), cpu_s()
@@ -168,13 +168,14 @@ def child_plan(manifest: str, out: str, shards: int) -> dict:
     return {"plan_s": round(time.time() - t0, 1), "driver_peak_rss_mb": status_mb("VmHWM")}
 
 
-def run_child(mode: str, rows: int, root: Path) -> dict:
+def run_child(mode: str, rows: int, root: Path, batch_s: float = 0.15) -> dict:
     manifest = root / f"manifest-{rows}.parquet"
     if not manifest.exists():
         write_manifest(manifest, rows)
     out = root / f"{mode}-{rows}" / "out"
     shards = max(64, rows // 1000)
     argv = [sys.executable, __file__, "--child", mode, str(manifest), str(out), str(shards)]
+    argv.append(str(batch_s))
     done = subprocess.run(argv, capture_output=True, text=True)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -186,18 +187,27 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     p.add_argument("--plan-rows", type=int, default=0, help="also plan a manifest this long")
-    p.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--model-batch-s",
+        type=float,
+        default=0.15,
+        help="the fake model's seconds per batch of 256: make it the bottleneck on slow machines",
+    )
+    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        mode, manifest, out, shards = args.child
-        fn = child_build if mode == "build" else child_plan
-        print(json.dumps(fn(manifest, out, int(shards))), flush=True)
+        mode, manifest, out, shards, batch_s = args.child
+        if mode == "build":
+            result = child_build(manifest, out, int(shards), float(batch_s))
+        else:
+            result = child_plan(manifest, out, int(shards))
+        print(json.dumps(result), flush=True)
         return 0
     print(f"before the streaming core: {json.dumps(BEFORE)}")
     with tempfile.TemporaryDirectory(prefix="vidal-scale-") as tmp:
         results = {}
         for n in args.sizes:
-            results[n] = r = run_child("build", n, Path(tmp))
+            results[n] = r = run_child("build", n, Path(tmp), args.model_batch_s)
             print(
                 f"N={n:>8}  {r['shards']:>6} shards  {r['samples_per_s']:>8.1f} samples/s  "
                 f"driver {r['driver_ms_per_sample']:.4f} ms/sample  peak RSS "
