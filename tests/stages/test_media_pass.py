@@ -9,8 +9,10 @@ import pytest
 
 import vidal.media.audio
 import vidal.media.encode
+import vidal.media.ffmpeg
 import vidal.media.frames
 import vidal.media.onepass
+import vidal.stages.media_pass
 from vidal.config import load_config
 from vidal.media import synth
 from vidal.sample import OK, Sample
@@ -163,3 +165,15 @@ def test_a_clip_without_audio_passes_once(tmp_path, monkeypatch):
     assert sum(c.calls for c in counts["ffmpeg"]) == 1
     assert sample.fields["audio"] == {"present": False}
     assert sample.fields["clip"]["has_audio"] is False
+
+
+def test_a_failed_pass_falls_back_to_the_separate_stages(source, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise vidal.media.ffmpeg.MediaError("ffmpeg_failed", "simulated")
+
+    monkeypatch.setattr(vidal.stages.media_pass, "decode_once", broken)
+    sample = _run(_stages(CHAIN, True), tmp_path / "out", source)
+    assert sample.fields["keyframes"]["backend"] == "pyav"
+    assert "media_pass" not in sample.fields
+    assert sample.fields["audio"]["num_samples"] == 4 * 16000
+    assert sample.fields["clip"]["duration"] == 4.0

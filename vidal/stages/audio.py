@@ -9,7 +9,7 @@ from vidal.media.ffmpeg import MediaError
 from vidal.media.frames import FramePlan
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
-from vidal.stages.media_pass import FIELD, adopted, run_pass
+from vidal.stages.media_pass import adopted, run_pass
 from vidal.stages.outputs import Member, Outputs, Public
 from vidal.stages.registry import register
 
@@ -67,6 +67,5 @@ class AudioStage(MediaStage):
             with self.media(sample) as path:
                 run_pass(self, sample, path, plan)
         except MediaError:
-            sample.fields.pop(FIELD, None)
             return None  # each stage on its own then says what is wrong
         return adopted(self, sample)

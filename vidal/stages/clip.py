@@ -11,7 +11,7 @@ from vidal.media.probe import probe
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
 from vidal.stages.keyframes import skip_without_video
-from vidal.stages.media_pass import FIELD, adopted, run_pass
+from vidal.stages.media_pass import adopted, run_pass
 from vidal.stages.outputs import Member, Outputs, Public
 from vidal.stages.registry import register
 
@@ -98,6 +98,5 @@ class ClipStage(MediaStage):
             with self.media(sample) as path:
                 run_pass(self, sample, path, plan)
         except MediaError:
-            sample.fields.pop(FIELD, None)
             return None  # each stage on its own then says what is wrong
         return adopted(self, sample)

@@ -23,7 +23,7 @@ from vidal.media.ffmpeg import MediaError
 from vidal.media.frames import INDEX_RULES, Keyframes, plan_frames, sample_keyframes
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
-from vidal.stages.media_pass import FIELD, run_pass
+from vidal.stages.media_pass import run_pass
 from vidal.stages.outputs import Column, Funnel, Outputs, Public
 from vidal.stages.registry import register
 
@@ -123,8 +123,7 @@ class KeyframesStage(MediaStage):
         try:
             out = run_pass(self, sample, path, plan, sides)
         except MediaError:
-            sample.fields.pop(FIELD, None)
-            return None
+            return None  # the seeking read, then audio and clip on their own, say what is wrong
         extra = {side: out.frames[side] for side in self._extra_sides()}
         return Keyframes(
             out.frames[self.short_side], plan.indices, plan.timestamps, "ffmpeg", extra

@@ -88,7 +88,8 @@ def run_pass(
             has_audio=audio is not None,
             timeout=leader.ffmpeg_timeout(sample),
         )
-    sample.fields[FIELD] = {s.name: {"file": rels[s.name], "config": s.config_hash()} for s in made}
+    made_here = {s.name: {"file": rels[s.name], "config": s.config_hash()} for s in made}
+    sample.fields[FIELD] = {**sample.fields.get(FIELD, {}), **made_here}
     return out
 
 
