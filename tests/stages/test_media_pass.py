@@ -38,11 +38,18 @@ def _roles(stages) -> dict[str, tuple[str, ...] | None]:
 def test_the_rule_follows_the_stage_order():
     plain = load_config("demo", ["stages=[probe,keyframes,audio,clip]"]).pipeline()
     assert _roles(plain) == {"keyframes": ("audio", "clip"), "audio": None, "clip": None}
-    # vl_filter (and dedup) drop samples: keyframes seek, the kept clips get audio + mp4
-    for name in ("demo", "vidal10m", "vidal10m-plus"):
+    # vl_filter with a threshold (and dedup) drop samples: keyframes seek, the kept clips get
+    # audio + mp4 from one pass
+    roles = _roles(load_config("vidal10m-plus").pipeline())
+    assert roles == {"keyframes": None, "audio": ("clip",), "clip": None}
+    scored = load_config("demo", ["vl_filter.threshold=0.2"]).pipeline()
+    assert _roles(scored) == {"keyframes": None, "audio": ("clip",), "clip": None}
+    # a vl_filter that only scores (threshold null: vidal10m, demo) drops nothing
+    for name in ("demo", "vidal10m"):
         roles = _roles(load_config(name).pipeline())
-        assert roles == {"keyframes": None, "audio": ("clip",), "clip": None}, name
-    late = load_config("demo", ["stages=[probe,keyframes,clip,vl_filter,audio]"]).pipeline()
+        assert roles == {"keyframes": ("audio", "clip"), "audio": None, "clip": None}, name
+    order = ["stages=[probe,keyframes,clip,vl_filter,audio]", "vl_filter.threshold=0.2"]
+    late = load_config("demo", order).pipeline()
     assert _roles(late) == {"keyframes": ("clip",), "clip": None, "audio": None}
 
 
@@ -134,7 +141,8 @@ def test_cheap_path_writes_audio_and_clip_in_one_process(source, tmp_path, monke
     """With a filter after keyframes, keyframes seek, and the audio stage's pass writes the
     mp4 too (the filter itself is not run here: it keeps every clip)."""
     names = ("probe", "keyframes", "vl_filter", "audio", "clip")
-    stages = plan_media_pass([STAGES[n]() for n in names])
+    kwargs = {"vl_filter": {"threshold": 0.2}}
+    stages = plan_media_pass([STAGES[n](**kwargs.get(n, {})) for n in names])
     stages = [s for s in stages if s.name != "vl_filter"]
     counts = _counters(monkeypatch)
     sample = _run(stages, tmp_path / "out", source)

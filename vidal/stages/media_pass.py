@@ -1,11 +1,11 @@
 """One decode per clip across the media stages (keyframes, audio, clip): vidal.media.onepass.
 
 The rule, by the pipeline's stage order: media stages with no filter stage between them (one
-that drops samples, `Funnel.drops`: vl_filter, dedup, refilter; or a dataset-level decision)
-share ONE ffmpeg pass, run by the first of them, the leader. So `[probe, keyframes, ..., audio,
-clip]` decodes each clip once for its keyframes, FLAC and mp4; with `vl_filter` after
-keyframes the keyframes are read by seeking (cheap, every clip) and the audio stage's pass
-writes FLAC and mp4 together for the clips the filter kept.
+that drops samples, `Funnel.drops`: vl_filter with a threshold, dedup, refilter; or a
+dataset-level decision) share ONE ffmpeg pass, run by the first of them, the leader. So
+`[probe, keyframes, ..., audio, clip]` decodes each clip once for its keyframes, FLAC and mp4;
+with a dropping `vl_filter` after keyframes the keyframes are read by seeking (cheap, every
+clip) and the audio stage's pass writes FLAC and mp4 together for the clips the filter kept.
 
 Each output is written at its own stage's payload path and noted in `fields["media_pass"]`
 with that stage's config hash; the stage adopts it when the hash is its own, else (a changed
@@ -39,9 +39,14 @@ class MediaPass:
 
 
 def is_filter(stage: Stage) -> bool:
-    """Does the stage drop samples (so a clip encoded before it may be wasted)?"""
+    """Does the stage drop samples in a build (so a clip encoded before it may be wasted)?
+    A per-sample filter whose `threshold` is null only scores (vl_filter in vidal10m.yaml)."""
+    if isinstance(stage, DatasetStage):
+        return True
+    if getattr(stage, "threshold", 0.0) is None:
+        return False
     funnel = stage.outputs.funnel
-    return isinstance(stage, DatasetStage) or bool(funnel and funnel.drops)
+    return bool(funnel and funnel.drops)
 
 
 def plan_media_pass(stages: list[Stage]) -> list[Stage]:
