@@ -3,6 +3,8 @@ one ffmpeg process per clip, and that its outputs mean what the separate stages'
 
 from __future__ import annotations
 
+import shutil
+
 import av
 import numpy as np
 import pytest
@@ -185,3 +187,28 @@ def test_a_failed_pass_falls_back_to_the_separate_stages(source, tmp_path, monke
     assert "media_pass" not in sample.fields
     assert sample.fields["audio"]["num_samples"] == 4 * 16000
     assert sample.fields["clip"]["duration"] == 4.0
+
+
+def test_a_build_runs_one_ffmpeg_per_clip(clip_bank, tmp_path, monkeypatch, local_config):
+    """vidal10m's media stages in a real (local) build: one ffmpeg per clip, and the tar
+    holds each clip's mp4 and FLAC."""
+    import tarfile
+
+    from vidal.run.jobs import build
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("synth-000.mp4", "synth-001.mp4"):
+        shutil.copy(clip_bank / name, src / name)
+    counts = _counters(monkeypatch)
+    config = local_config("shards=1", "stages=[probe,keyframes,audio,clip]", pipeline="vidal10m")
+    assert build(config, str(src), str(tmp_path / "out"), quiet=True).failure is None
+    assert sum(c.calls for c in counts["ffmpeg"]) == 2
+    (tar,) = (tmp_path / "out").glob("shards/*.tar")
+    with tarfile.open(tar) as t:
+        exts = sorted(m.name.split(".", 1)[1] for m in t.getmembers())
+    with_audio = 0
+    for name in ("synth-000.mp4", "synth-001.mp4"):
+        with av.open(str(src / name)) as c:
+            with_audio += bool(c.streams.audio)
+    assert exts.count("mp4") == 2 and exts.count("flac") == with_audio
