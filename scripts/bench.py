@@ -1,18 +1,24 @@
 """`make bench`: media throughput of vidal as ratios against ffmpeg measured in the same run.
 
-Over generated 720p h264+aac clips (5-20 s, a keyframe every 2 s, cached in <out>/clips):
+Over two corpora of generated 720p h264+aac clips (5-20 s, cached in <out>/clips and
+<out>/clips-longgop): a keyframe every 2 s, and x264's default GOP (keyint 250, scenecut on):
 
 - reference: single-threaded ffmpeg decoding each clip's video in full;
 - keyframes (exact and snap, each backend): time as a ratio of the reference;
-- audio extraction and the clip re-encode (ClipStage's defaults): clips/s;
-- the whole build (`vidal build`, Ray on this machine): clips/s, peak RSS of the driver;
+- audio extraction, the clip re-encode (ClipStage's defaults) and the one pass of
+  vidal.media.onepass (keyframes + FLAC + mp4 in one ffmpeg): clips/s;
+- the whole build (`vidal build`, Ray on this machine): clips/s, peak RSS of the driver,
+  mp4 bytes and how many kept clips have audio;
 - the limit: per clip one single-threaded ffmpeg that decodes once and writes the same outputs
-  (the encode, the FLAC, the 8 tiled frames), as many in parallel as there are cores.
-  The build's ratio to it says how much the pipeline itself costs.
+  (the encode at ClipStage's settings, the FLAC, the 8 tiled frames), as many in parallel as
+  there are cores. The build's ratio to it says how much the pipeline itself costs.
+- encoder settings: preset/crf/tune candidates on the first clips of the 2-s-GOP corpus (CPU
+  seconds, mp4 bytes, PSNR against the source downscaled as the clip stage scales it), and one
+  2-thread ffmpeg at a time against two 1-thread ones in parallel.
 
 The single-process measurements run clip by clip, interleaved, so load from other processes on
-the machine hits the reference and the measured code alike. Results go to stdout as JSON and a
-table, and to <out>/bench.json.
+the machine hits the reference and the measured code alike; CPU-time ratios hold up under load
+better than wall-time ones. Results go to stdout as JSON and tables, and to <out>/bench.json.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from pathlib import Path
 from vidal.media.audio import extract_audio
 from vidal.media.encode import EncodeSettings, encode_clip, even_size
 from vidal.media.ffmpeg import ffmpeg_exe, run_ffmpeg
-from vidal.media.frames import sample_keyframes, uniform_indices
+from vidal.media.frames import plan_frames, sample_keyframes, uniform_indices
+from vidal.media.onepass import decode_once
 from vidal.media.probe import probe
 from vidal.media.synth import make_bench_clip
 from vidal.stages.clip import ClipStage
@@ -44,7 +51,7 @@ FRAMES = 8
 # the media stages, whose outputs the limit reproduces (model stages need weights)
 BUILD_OVERRIDES = ["stages=[probe,keyframes,audio,clip]"]
 REFERENCE = "full decode (ffmpeg -threads 1)"
-TARGETS = {"exact": 0.4, "snap": 0.1, "build_vs_limit": 0.9}
+TARGETS = {"exact": 0.4, "snap": 0.1, "build_vs_limit": 0.95}
 
 
 # --- clips --------------------------------------------------------------------------------
@@ -56,17 +63,18 @@ def clip_duration(i: int) -> float:
     return round(5.0 + 15.0 * ((i * 0.6180339887) % 1.0), 2)
 
 
-def _make_one(args: tuple[str, int]) -> str:
-    path, i = args
+def _make_one(args: tuple[str, int, float | None]) -> str:
+    path, i, keyint_s = args
     if not os.path.exists(path):
-        make_bench_clip(path, clip_duration(i), seed=i)
+        make_bench_clip(path, clip_duration(i), seed=i, keyint_s=keyint_s)
     return path
 
 
-def ensure_clips(folder: Path, n: int) -> list[Path]:
-    """The first `n` bench clips, generated (one process per core) where not cached."""
+def ensure_clips(folder: Path, n: int, keyint_s: float | None = 2.0) -> list[Path]:
+    """The first `n` bench clips, generated (one process per core) where not cached;
+    `keyint_s` None: x264's default GOP (a keyframe at most every 250 frames)."""
     paths = [folder / f"clip-{i:04d}.mp4" for i in range(n)]
-    todo = [(str(p), i) for i, p in enumerate(paths) if not p.exists()]
+    todo = [(str(p), i, keyint_s) for i, p in enumerate(paths) if not p.exists()]
     if todo:
         print(f"generating {len(todo)} clips in {folder} ...", file=sys.stderr)
         started = time.perf_counter()
@@ -107,10 +115,7 @@ def _has(module: str) -> bool:
 
 def encode_settings(duration: float) -> EncodeSettings:
     """ClipStage's defaults, as the clip stage builds them."""
-    s = ClipStage()
-    return EncodeSettings(
-        s.short_side, s.crf, s.preset, s.keep_audio, s.audio_bitrate, s.threads, duration
-    )
+    return ClipStage().encode_settings({"duration": duration})
 
 
 def cpu_seconds() -> float:
@@ -145,6 +150,7 @@ def measure_single(paths: list[Path], tmp: Path) -> dict[str, dict]:
     jobs["clip encode (encode_clip)"] = lambda p: encode_clip(
         p, tmp / "c.mp4", SIZE, encode_settings(probe(p).duration), has_audio=True
     )
+    jobs["one pass: keyframes + FLAC + mp4"] = lambda p: one_pass(p, tmp)
     totals = {name: {"wall": 0.0, "cpu": 0.0} for name in jobs}
     for k, path in enumerate(paths):
         for name, fn in jobs.items():
@@ -155,6 +161,16 @@ def measure_single(paths: list[Path], tmp: Path) -> dict[str, dict]:
         if (k + 1) % 20 == 0:
             print(f"  single-process: {k + 1}/{len(paths)} clips", file=sys.stderr)
     return totals
+
+
+def one_pass(path: Path, tmp: Path) -> None:
+    """The keyframes stage's one pass (vidal.media.onepass), as a pipeline without a filter
+    between keyframes and clip runs it: a demux for the frame numbers, then one ffmpeg."""
+    info = probe(path)
+    plan = plan_frames(path, FRAMES, "exact", info.duration)
+    settings = encode_settings(info.duration)
+    short = KeyframesStage.short_side
+    decode_once(path, plan, (short,), tmp / "p.mp4", settings, tmp / "p.flac", has_audio=True)
 
 
 # --- the limit: one ffmpeg per clip, one decode, every output -----------------------------
@@ -176,6 +192,7 @@ def limit_command(path: Path, out: Path) -> list[str]:
     cmd += [*one, "-filter_threads", "1", "-filter_complex_threads", "1", "-i", str(path)]
     cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "0:a:0", "-c:v", "libx264"]
     cmd += ["-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p", *one]
+    cmd += ["-tune", s.tune] if s.tune else []
     cmd += ["-c:a", "aac", "-b:a", s.audio_bitrate, "-ac", "1", "-movflags", "+faststart"]
     cmd += [str(out / "clip.mp4"), "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-c:a", "flac"]
     cmd += [str(out / "audio.flac"), "-map", "[f]", "-fps_mode", "passthrough", *one]
@@ -183,20 +200,109 @@ def limit_command(path: Path, out: Path) -> list[str]:
     return cmd
 
 
-def _limit_one(path: Path, tmp: Path) -> None:
+def _limit_one(path: Path, tmp: Path) -> int:
+    """The limit's run on one clip; returns the mp4's bytes."""
     out = Path(tempfile.mkdtemp(dir=tmp))
     try:
         subprocess.run(limit_command(path, out), check=True, capture_output=True)
         if not all((out / f).stat().st_size for f in ("clip.mp4", "audio.flac", "frames.jpg")):
             raise RuntimeError(f"limit run on {path} left an empty output")
+        return (out / "clip.mp4").stat().st_size
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
 def measure_limit(paths: list[Path], tmp: Path) -> dict:
     with Timer() as t, ThreadPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(lambda p: _limit_one(p, tmp), paths))
-    return {"wall": t.wall, "cpu": t.cpu}
+        sizes = list(pool.map(lambda p: _limit_one(p, tmp), paths))
+    return {"wall": t.wall, "cpu": t.cpu, "mp4_bytes": sum(sizes), "with_audio": len(sizes)}
+
+
+# --- encoder settings ---------------------------------------------------------------------
+
+# (preset, crf, tune) candidates for the clip encode; the first is the default before issue 15
+ENCODERS = (
+    ("veryfast", 23, None),
+    ("veryfast", 24, None),
+    ("veryfast", 23, "fastdecode"),
+    ("faster", 24, None),
+    ("superfast", 25, None),
+    ("superfast", 28, None),
+    ("superfast", 30, None),
+    ("ultrafast", 27, None),
+    ("ultrafast", 31, None),
+    ("ultrafast", 34, None),
+)
+
+
+def measure_encoders(paths: list[Path], tmp: Path) -> list[dict]:
+    """Each candidate's CPU seconds, mp4 bytes and PSNR against the source downscaled the
+    same way (video only; audio is the same for all); clip by clip, candidates interleaved."""
+    totals = {c: {"wall": 0.0, "cpu": 0.0, "bytes": 0, "psnr": []} for c in ENCODERS}
+    for path in paths:
+        info = probe(path)
+        size = even_size(info.width, info.height, ClipStage.short_side)
+        for preset, crf, tune in ENCODERS:
+            short = ClipStage.short_side
+            settings = EncodeSettings(short, crf, preset, False, "96k", 1, info.duration, tune)
+            dst = tmp / "enc.mp4"
+            with Timer() as t:
+                encode_clip(path, dst, (info.width, info.height), settings)
+            row = totals[(preset, crf, tune)]
+            row["wall"] += t.wall
+            row["cpu"] += t.cpu
+            row["bytes"] += dst.stat().st_size
+            row["psnr"].append(psnr(dst, path, size))
+    base = totals[ENCODERS[0]]
+    return [_encoder_row(c, t, base, len(paths)) for c, t in totals.items()]
+
+
+def _encoder_row(candidate, t: dict, base: dict, n: int) -> dict:
+    preset, crf, tune = candidate
+    return {
+        "preset": preset,
+        "crf": crf,
+        "tune": tune or "-",
+        "clips_per_cpu_s": round(n / t["cpu"], 3),
+        "cpu_vs_default": round(t["cpu"] / base["cpu"], 3),
+        "mp4_bytes": t["bytes"],
+        "bytes_vs_default": round(t["bytes"] / base["bytes"], 3),
+        "psnr_db": round(sum(t["psnr"]) / n, 2),
+        "psnr_vs_default_db": round((sum(t["psnr"]) - sum(base["psnr"])) / n, 2),
+    }
+
+
+def pick_encoder(rows: list[dict]) -> dict:
+    """The least CPU per clip among candidates with bytes and PSNR no worse than the default."""
+    fit = [r for r in rows if r["bytes_vs_default"] <= 1.0 and r["psnr_vs_default_db"] >= 0]
+    return min(fit, key=lambda r: r["cpu_vs_default"])
+
+
+def psnr(encoded: Path, source: Path, size: tuple[int, int]) -> float:
+    """Average PSNR (dB) of `encoded` against `source` scaled to `size` as the clip stage
+    scales it (ffmpeg's psnr filter, frames paired in order)."""
+    graph = f"[1:v]scale={size[0]}:{size[1]}:flags=bicubic,setsar=1[r];[0:v][r]psnr"
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(encoded), "-i", str(source)]
+    cmd += ["-lavfi", graph, "-f", "null", "-"]
+    err = subprocess.run(cmd, capture_output=True, text=True, check=True).stderr
+    return float(err.rsplit("average:", 1)[1].split()[0])
+
+
+def measure_threads(paths: list[Path], tmp: Path) -> list[dict]:
+    """The default encode as one 2-thread ffmpeg at a time vs two 1-thread ones in parallel."""
+    rows = []
+    for threads, workers in ((1, 2), (2, 1)):
+
+        def one(i_path, threads=threads):
+            i, path = i_path
+            info = probe(path)
+            s = ClipStage(threads=threads).encode_settings({"duration": info.duration})
+            encode_clip(path, tmp / f"t{i}.mp4", (info.width, info.height), s, has_audio=True)
+
+        with Timer() as t, ThreadPoolExecutor(workers) as pool:
+            list(pool.map(one, enumerate(paths)))
+        rows.append({"threads": threads, "processes": workers, **_rates(len(paths), t.wall, t.cpu)})
+    return rows
 
 
 # --- the whole build ----------------------------------------------------------------------
@@ -290,7 +396,24 @@ def measure_build(paths: list[Path], out: Path, shards: int, attempts: int = 3) 
     else:
         raise RuntimeError(f"vidal build failed {attempts} times: {result['failures']}")
     totals = json.loads((target / "dataset.json").read_text())["totals"]
-    return {**result, "kept": totals.get("kept", 0), "failed": totals.get("failed", 0)}
+    return {
+        **result,
+        "kept": totals.get("kept", 0),
+        "failed": totals.get("failed", 0),
+        **_build_media(target),
+    }
+
+
+def _build_media(target: Path) -> dict:
+    """mp4 bytes and how many kept clips carry audio (a FLAC member), from the shard tables."""
+    import pyarrow.parquet as pq
+
+    rows = [r for p in target.glob("shards/*.parquet") for r in pq.read_table(p).to_pylist()]
+    kept = [r for r in rows if r.get("status") == "ok"]
+    return {
+        "mp4_bytes": sum(r.get("mp4_bytes") or 0 for r in kept),
+        "with_audio": sum(1 for r in kept if r.get("flac_bytes")),
+    }
 
 
 def _run_watched(cmd: list[str], result: dict) -> tuple[int, str]:
@@ -329,18 +452,23 @@ def summarise(paths: list[Path], single: dict, limit: dict, build: dict) -> dict
     checks = {k: v for k, v in checks.items() if _target(k) < 1e9}
     checks["build_vs_limit"] = ratio["clips_per_s"] >= TARGETS["build_vs_limit"]
     keys = ("kept", "failed", "failures", "peak_driver_rss_mb", "peak_tree_rss_mb")
+    keys += ("mp4_bytes", "with_audio")
     stats = {k: build[k] for k in keys}
     return {
         "clips": n,
         "cores": os.cpu_count(),
         "video_seconds": round(sum(clip_duration(i) for i in range(n)), 1),
         "single_process": rows,
-        "limit": _rates(n, limit["wall"], limit["cpu"]),
+        "limit": {**_rates(n, limit["wall"], limit["cpu"]), **_media(limit)},
         "build": {**_rates(n, build["wall"], build["cpu"]), **stats},
         "build_vs_limit": ratio,
         "targets": TARGETS,
         "meets_target": checks,
     }
+
+
+def _media(row: dict) -> dict:
+    return {"mp4_bytes": row["mp4_bytes"], "with_audio": row["with_audio"]}
 
 
 def _target(name: str) -> float:
@@ -350,12 +478,14 @@ def _target(name: str) -> float:
     return TARGETS["snap"] if "snap" in name else TARGETS["exact"]
 
 
-def print_table(result: dict) -> None:
+def print_table(result: dict, corpus: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     n, cores = result["clips"], result["cores"]
-    title = f"vidal bench: {n} clips (720p h264+aac, 5-20 s, {result['video_seconds']} s), "
+    title = (
+        f"vidal bench, {corpus}: {n} clips (720p h264+aac, 5-20 s, {result['video_seconds']} s), "
+    )
     table = Table(title=title + f"{cores} cores", header_style="bold")
     for col in ("measurement", "wall s", "CPU s", "clips/s", "ratio (CPU)", "ratio (wall)"):
         table.add_column(col, justify="left" if col == "measurement" else "right")
@@ -385,6 +515,35 @@ def print_table(result: dict) -> None:
         f"{len(build['failures'])} {build['failures'] or ''}; peak RSS: driver "
         f"{build['peak_driver_rss_mb']} MB, driver + Ray processes {build['peak_tree_rss_mb']} MB"
     )
+    limit = result["limit"]
+    console.print(
+        f"mp4 bytes: vidal {build['mp4_bytes']:,} (audio in {build['with_audio']} of "
+        f"{build['kept']} kept), limit {limit['mp4_bytes']:,} (audio in {limit['with_audio']})"
+    )
+
+
+def print_encoders(rows: list[dict], threads: list[dict], chosen: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="clip encode settings (video only, short side 256)", header_style="bold")
+    cols = ("preset", "crf", "tune", "clips/CPU s", "CPU vs default", "mp4 bytes")
+    for col in (*cols, "bytes vs default", "PSNR dB", "PSNR vs default"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        mark = " ← chosen" if r is chosen else ""
+        table.add_row(
+            r["preset"], str(r["crf"]), r["tune"], f"{r['clips_per_cpu_s']:.2f}",
+            f"{r['cpu_vs_default']:.3f}×", f"{r['mp4_bytes']:,}", f"{r['bytes_vs_default']:.3f}×",
+            f"{r['psnr_db']:.2f}", f"{r['psnr_vs_default_db']:+.2f}{mark}",
+        )  # fmt: skip
+    console = Console(width=150)
+    console.print(table)
+    for r in threads:
+        console.print(
+            f"clip stage encode, {r['threads']} thread(s) x {r['processes']} process(es): "
+            f"{r['clips_per_s']:.3f} clips/s wall, {r['cpu_s']:.1f} CPU s"
+        )
 
 
 def _cells(row: dict) -> list[str]:
@@ -397,24 +556,41 @@ def _ok(good: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=200, help="number of clips (default 200)")
+    parser.add_argument("--clips", type=int, default=200, help="clips per corpus (default 200)")
     parser.add_argument("--out", default="bench-out", help="output folder (clips cached inside)")
     parser.add_argument("--shards", type=int, default=8, help="shards of the build (default 8)")
+    parser.add_argument("--encoder-clips", type=int, default=20, help="clips of the encoder sweep")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = ensure_clips(out / "clips", args.clips)
+    corpora = {
+        "2-s GOP": ensure_clips(out / "clips", args.clips),
+        "long GOP (x264 default, keyint 250)": ensure_clips(
+            out / "clips-longgop", args.clips, keyint_s=None
+        ),
+    }
+    report = {}
+    for corpus, paths in corpora.items():
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            print(f"{corpus}: single-process measurements ...", file=sys.stderr)
+            single = measure_single(paths, Path(tmp))
+            print(f"{corpus}: limit, one ffmpeg per clip ...", file=sys.stderr)
+            limit = measure_limit(paths, Path(tmp))
+        print(f"{corpus}: whole build ...", file=sys.stderr)
+        build = measure_build(paths, out, args.shards)
+        report[corpus] = summarise(paths, single, limit, build)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        print("single-process measurements ...", file=sys.stderr)
-        single = measure_single(paths, Path(tmp))
-        print("limit: one ffmpeg per clip ...", file=sys.stderr)
-        limit = measure_limit(paths, Path(tmp))
-    print("whole build ...", file=sys.stderr)
-    build = measure_build(paths, out, args.shards)
-    result = summarise(paths, single, limit, build)
-    (out / "bench.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result, indent=1))
-    print_table(result)
+        print("encoder settings ...", file=sys.stderr)
+        sample = corpora["2-s GOP"][: args.encoder_clips]
+        encoders = measure_encoders(sample, Path(tmp))
+        threads = measure_threads(sample, Path(tmp))
+    chosen = pick_encoder(encoders)
+    report["encoders"] = {"rows": encoders, "chosen": chosen, "threads": threads}
+    (out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    for corpus in corpora:
+        print_table(report[corpus], corpus)
+    print_encoders(encoders, threads, chosen)
     return 0
 
 

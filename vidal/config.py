@@ -84,7 +84,9 @@ class Config:
         return getattr(self, name)
 
     def pipeline(self) -> list[Stage]:
-        return [self.stage(name) for name in self.stages]
+        from vidal.stages.media_pass import plan_media_pass  # one decode per clip: its rule
+
+        return plan_media_pass([self.stage(name) for name in self.stages])
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -23,6 +23,7 @@ class EncodeSettings:
     audio_bitrate: str = "96k"
     threads: int = 1
     max_duration: float | None = None
+    tune: str | None = None  # x264 --tune (e.g. fastdecode); None: x264's default
 
 
 def even_size(width: int, height: int, short_side: int) -> tuple[int, int]:
@@ -59,6 +60,7 @@ def encode_clip(
         "yuv420p",
         "-threads",
         str(settings.threads),
+        *(["-tune", settings.tune] if settings.tune else []),
     ]
     audio = ["-map", "0:a:0", "-c:a", "aac", "-b:a", settings.audio_bitrate, "-ac", "1"]
     args = ["-threads", str(settings.threads), *ffmpeg_input(src), *limit, *video]

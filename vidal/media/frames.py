@@ -394,3 +394,54 @@ def _to_rgb(frames: list, short_side: int | None) -> np.ndarray:
     scaler = VideoReformatter()  # one scaler for all frames: set up once, not per frame
     size = dict(width=new_w, height=new_h, format="rgb24", interpolation="BICUBIC", threads=1)
     return np.stack([scaler.reformat(f, **size).to_ndarray() for f in frames])
+
+
+# --- planning without decoding (the one-pass media path, vidal.media.onepass) --------------
+
+
+@dataclass(frozen=True)
+class FramePlan:
+    """Which frames `sample_keyframes` would return, found from the packets alone."""
+
+    indices: list[int]  # display-order frame numbers, as an ffmpeg `select` on `n` counts
+    timestamps: list[float]
+    width: int
+    height: int
+
+
+def plan_frames(
+    path: str | os.PathLike,
+    n: int = 8,
+    mode: str = "exact",
+    max_seconds: float | None = None,
+    rule: str = "linspace",
+) -> FramePlan | None:
+    """The frames of `sample_keyframes(path, n, mode, max_seconds=..., rule=...)` (PyAV), from
+    one open that demuxes and decodes nothing; None when only a decode can tell (snap on a
+    stream whose timestamps do not give display order)."""
+    import av
+
+    try:
+        with open_media(path) as container:
+            stream = container.streams.video[0]
+            video = _demux(container, stream, _end_pts(stream, max_seconds))
+            indices = frame_indices(video.shown, n, rule)
+            if video.display is None:
+                if mode == "snap":
+                    return None
+                fps = float(stream.average_rate or stream.guessed_rate or 25)
+                stamps = [round(i / fps, 4) for i in indices]
+            else:
+                if mode == "snap":
+                    shown = [k for k in video.keys if not video.packets[video.where[k]].is_discard]
+                    keys = [bisect.bisect_left(video.display, k) for k in shown]
+                    indices = _nearest(indices, keys)
+                start, base = stream.start_time or 0, stream.time_base
+                stamps = [round(float((video.display[i] - start) * base), 4) for i in indices]
+            size = (int(stream.codec_context.width), int(stream.codec_context.height))
+    except MediaError:
+        raise
+    except (av.error.FFmpegError, IndexError, ValueError) as exc:
+        raise MediaError("decode_failed", f"pyav: {exc}") from exc
+    _check_range(stamps, max_seconds)
+    return FramePlan(indices, stamps, *size)

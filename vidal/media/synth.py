@@ -369,8 +369,11 @@ def make_one_frame_video(path: PathLike) -> Path:
 # --- benchmark clips -----------------------------------------------------------------------
 
 
-def make_bench_clip(path: PathLike, duration: float, seed: int) -> Path:
-    """A 1280x720 30 fps h264+aac clip (keyframe every 2 s) that costs real work to decode.
+def make_bench_clip(
+    path: PathLike, duration: float, seed: int, keyint_s: float | None = 2.0
+) -> Path:
+    """A 1280x720 30 fps h264+aac clip (keyframe every 2 s; `keyint_s` None: x264's own
+    keyframe choice, at most every 250 frames) that costs real work to decode.
 
     testsrc2 (moving, detailed, ~3 Mbit/s at veryfast) is hue-shifted by the seed and gets a
     seeded shape moving over it, and a seeded tone, so clips differ. Noise filters would make it
@@ -384,5 +387,11 @@ def make_bench_clip(path: PathLike, duration: float, seed: int) -> Path:
     graph = _shape_graph(shape, colour, motion, 180, fps, span)
     args = ["-f", "lavfi", "-i", src, *_sine(duration, rng.randrange(220, 880))]
     args += ["-filter_complex", graph, "-map", "[v]", "-map", "1:a", *_AAC]
-    args += [*_video_args("libx264", "veryfast", fps, 2.0), "-t", f"{duration}"]
+    if keyint_s is None:
+        args += [*_X264_DEFAULT_GOP, "-preset", "veryfast", "-t", f"{duration}"]
+    else:
+        args += [*_video_args("libx264", "veryfast", fps, keyint_s), "-t", f"{duration}"]
     return _ffmpeg_to(path, args, timeout=max(300.0, 30 * duration))
+
+
+_X264_DEFAULT_GOP = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]  # keyint 250, scenecut on

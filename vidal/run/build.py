@@ -27,6 +27,7 @@ from vidal.run.plan import group_by_shard
 from vidal.run.stream import Plan
 from vidal.stages.base import Stage, StageContext
 from vidal.stages.decision import DatasetStage
+from vidal.stages.media_pass import plan_media_pass
 
 log = logging.getLogger(__name__)
 SOURCE = rows_io.SOURCE
@@ -95,7 +96,8 @@ class Builder:
     def run_stages(self, upto: int | None = None, retry_failed: bool = False) -> dict:
         """Run every (stage, shard) whose marker is missing or stale (with `retry_failed`,
         also every one that failed samples); returns each shard's fingerprints."""
-        stages = self.stages[: (upto + 1) if upto is not None else None]
+        # the one media pass writes only what this run's stages produce (media_pass's rule)
+        stages = plan_media_pass(self.stages[: (upto + 1) if upto is not None else None])
         sources = self.source_fingerprints
         cuts = [i for i, st in enumerate(stages) if i and isinstance(st, DatasetStage)]
         decisions: dict[int, str] = {}

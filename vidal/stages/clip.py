@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from vidal.media.encode import EncodeSettings, encode_clip, even_size
 from vidal.media.ffmpeg import MediaError
+from vidal.media.frames import FramePlan
 from vidal.media.probe import probe
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
 from vidal.stages.keyframes import skip_without_video
+from vidal.stages.media_pass import adopted, run_pass
 from vidal.stages.outputs import Member, Outputs, Public
 from vidal.stages.registry import register
 
@@ -41,13 +43,12 @@ class ClipStage(MediaStage):
     keep_audio: bool = True  # an aac track in the mp4 too (the FLAC is the lossless copy)
     audio_bitrate: str = "96k"
     threads: int = 1  # one ffmpeg thread per clip; parallelism comes from running many clips
+    tune: str | None = None  # x264 --tune; None: x264's default (README: encoder settings)
     batch_size: int = 4
 
-    def process(self, sample: Sample) -> None:
-        if skip_without_video(self.name, sample):
-            return  # audio only: the FLAC is the sample's media
-        info = sample.fields["probe"]
-        settings = EncodeSettings(
+    def encode_settings(self, info: dict) -> EncodeSettings:
+        """The encode of a clip probed as `info` (cut to its probed duration)."""
+        return EncodeSettings(
             self.short_side,
             self.crf,
             self.preset,
@@ -55,20 +56,31 @@ class ClipStage(MediaStage):
             self.audio_bitrate,
             self.threads,
             info.get("duration"),
+            self.tune,
         )
-        rel = payload_path(self.name, sample, ".mp4")
-        with self.media(sample) as path, self.store.staging(rel) as tmp:
-            encode_clip(
-                path,
-                tmp,
-                (info["width"], info["height"]),
-                settings,
-                has_audio=bool(info.get("has_audio")),
-                timeout=self.ffmpeg_timeout(sample),
-            )
-            written = probe(tmp)
-            if written.num_frames == 0:
-                raise MediaError("encode_empty", "the encoded clip has no frames")
+
+    def process(self, sample: Sample) -> None:
+        if skip_without_video(self.name, sample):
+            return  # audio only: the FLAC is the sample's media
+        info = sample.fields["probe"]
+        rel = adopted(self, sample)
+        if rel is None and getattr(self, "media_pass", None) and self.media_pass.audio:
+            rel = self._pass_with_audio(sample)
+        if rel is None:
+            rel = payload_path(self.name, sample, ".mp4")
+            with self.media(sample) as path, self.store.staging(rel) as tmp:
+                encode_clip(
+                    path,
+                    tmp,
+                    (info["width"], info["height"]),
+                    self.encode_settings(info),
+                    has_audio=bool(info.get("has_audio")),
+                    timeout=self.ffmpeg_timeout(sample),
+                )
+        with self.store.local_copy(rel) as local:
+            written = probe(local)
+        if written.num_frames == 0:
+            raise MediaError("encode_empty", "the encoded clip has no frames")
         width, height = even_size(info["width"], info["height"], self.short_side)
         sample.fields[self.name] = {
             "file": rel,
@@ -78,3 +90,14 @@ class ClipStage(MediaStage):
             "duration": written.duration,
             "has_audio": written.has_audio,
         }
+
+    def _pass_with_audio(self, sample: Sample) -> str | None:
+        """The clip and the later audio stage's FLAC from one pass (media_pass)."""
+        info = sample.fields["probe"]
+        plan = FramePlan([], [], info["width"], info["height"])
+        try:
+            with self.media(sample) as path:
+                run_pass(self, sample, path, plan)
+        except MediaError:
+            return None  # each stage on its own then says what is wrong
+        return adopted(self, sample)

@@ -5,7 +5,9 @@ frame k of each modality shows the same moment. `indices` picks them: `linspace`
 training loader, ``np.linspace(0, n - 1, 8)``) or `languagebind_gen` (its modality generation
 code, frame ``i * (n // 8)``). With `full_frames`, the same frames are also stored at
 `full_short_side` (0: the source's size), from the same decode, for model stages that read
-frames at their model's resolution (`frames: full`).
+frames at their model's resolution (`frames: full`). When no filter stage sits between this
+stage and audio/clip, the frames come from the one pass that also writes their FLAC and mp4
+(vidal.stages.media_pass).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from vidal.media.frames import INDEX_RULES, sample_keyframes
+from vidal.media.ffmpeg import MediaError
+from vidal.media.frames import INDEX_RULES, Keyframes, plan_frames, sample_keyframes
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
+from vidal.stages.media_pass import run_pass
 from vidal.stages.outputs import Column, Funnel, Outputs, Public
 from vidal.stages.registry import register
 
@@ -71,7 +75,7 @@ class KeyframesStage(MediaStage):
         if skip_without_video(self.name, sample):
             return
         with self.media(sample) as path:
-            kf = sample_keyframes(
+            kf = self._one_pass(sample, path) or sample_keyframes(
                 path,
                 self.num_frames,
                 self.mode,
@@ -81,7 +85,7 @@ class KeyframesStage(MediaStage):
                 # the clip and audio are cut to the probed duration: so are the frames
                 max_seconds=info.get("duration") or None,
                 rule=self.indices,
-                extra_short_sides=(self.full_short_side,) if self.full_frames else (),
+                extra_short_sides=self._extra_sides(),
             )
         rel = payload_path(self.name, sample, f".{self.image_format}")
         self.store.write_bytes(rel, self._encode(tile(kf.frames)))
@@ -101,6 +105,29 @@ class KeyframesStage(MediaStage):
             self.store.write_bytes(full_rel, self._encode(tile(full)))
             fields["full"] = {"file": full_rel, "width": full.shape[2], "height": full.shape[1]}
         sample.fields[self.name] = fields
+
+    def _extra_sides(self) -> tuple[int, ...]:
+        return (self.full_short_side,) if self.full_frames else ()
+
+    def _one_pass(self, sample: Sample, path: str) -> Keyframes | None:
+        """The keyframes from the one pass that also writes the later stages' FLAC and mp4
+        (vidal.stages.media_pass); None when this pipeline or clip does not take that path,
+        or the pass failed (the separate reads then say what is wrong, stage by stage)."""
+        if getattr(self, "media_pass", None) is None or self.backend == "decord":
+            return None
+        seconds = sample.fields["probe"].get("duration") or None
+        plan = plan_frames(path, self.num_frames, self.mode, seconds, self.indices)
+        if plan is None:
+            return None  # snap where only a decode tells keyframes apart
+        sides = tuple(dict.fromkeys((self.short_side, *self._extra_sides())))
+        try:
+            out = run_pass(self, sample, path, plan, sides)
+        except MediaError:
+            return None  # the seeking read, then audio and clip on their own, say what is wrong
+        extra = {side: out.frames[side] for side in self._extra_sides()}
+        return Keyframes(
+            out.frames[self.short_side], plan.indices, plan.timestamps, "ffmpeg", extra
+        )
 
     def _encode(self, image: np.ndarray) -> bytes:
         buf = io.BytesIO()
