@@ -63,10 +63,6 @@ def _read_fn(out: str, plan, tracker):
     return read
 
 
-def _no_extra_args() -> dict:
-    return {}
-
-
 def _count(batch: dict) -> dict:
     """The end of a pass: only how many rows passed reaches the driver, never the records."""
     return {"rows": np.array([len(batch["key"])], dtype=np.int64)}
@@ -152,10 +148,6 @@ class RayRunner:
             fn_constructor_kwargs={"step": step},
             compute=self.ray.data.ActorPoolStrategy(size=stage.concurrency or 1),
             num_gpus=gpus,
-            # Ray Data fuses task maps into a following actor map when their resources match
-            # (a CPU-only cluster): the CPU stages before a model would then run only inside its
-            # few actors. A remote-args function (adding nothing) keeps them apart as tasks.
-            ray_remote_args_fn=_no_extra_args,
             **common,
         )
 
