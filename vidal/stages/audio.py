@@ -5,11 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vidal.media.audio import extract_audio, read_audio_info
-from vidal.media.ffmpeg import MediaError
-from vidal.media.frames import FramePlan
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
-from vidal.stages.media_pass import adopted, run_pass
+from vidal.stages.media_pass import adopted, pass_without_frames
 from vidal.stages.outputs import Member, Outputs, Public
 from vidal.stages.registry import register
 
@@ -63,10 +61,4 @@ class AudioStage(MediaStage):
         mp = getattr(self, "media_pass", None)
         if mp is None or mp.clip is None or not info.get("has_video", True):
             return None
-        plan = FramePlan([], [], info["width"], info["height"])
-        try:
-            with self.media(sample) as path:
-                run_pass(self, sample, path, plan)
-        except MediaError:
-            return None  # each stage on its own then says what is wrong
-        return adopted(self, sample)
+        return pass_without_frames(self, sample)

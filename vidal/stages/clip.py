@@ -6,12 +6,11 @@ from dataclasses import dataclass
 
 from vidal.media.encode import EncodeSettings, encode_clip, even_size
 from vidal.media.ffmpeg import MediaError
-from vidal.media.frames import FramePlan
 from vidal.media.probe import probe
 from vidal.sample import Sample
 from vidal.stages.base import MediaStage, payload_path
 from vidal.stages.keyframes import skip_without_video
-from vidal.stages.media_pass import adopted, run_pass
+from vidal.stages.media_pass import adopted, pass_without_frames
 from vidal.stages.outputs import Member, Outputs, Public
 from vidal.stages.registry import register
 
@@ -65,7 +64,7 @@ class ClipStage(MediaStage):
         info = sample.fields["probe"]
         rel = adopted(self, sample)
         if rel is None and getattr(self, "media_pass", None) and self.media_pass.audio:
-            rel = self._pass_with_audio(sample)
+            rel = pass_without_frames(self, sample)
         if rel is None:
             rel = payload_path(self.name, sample, ".mp4")
             with self.media(sample) as path, self.store.staging(rel) as tmp:
@@ -90,14 +89,3 @@ class ClipStage(MediaStage):
             "duration": written.duration,
             "has_audio": written.has_audio,
         }
-
-    def _pass_with_audio(self, sample: Sample) -> str | None:
-        """The clip and the later audio stage's FLAC from one pass (media_pass)."""
-        info = sample.fields["probe"]
-        plan = FramePlan([], [], info["width"], info["height"])
-        try:
-            with self.media(sample) as path:
-                run_pass(self, sample, path, plan)
-        except MediaError:
-            return None  # each stage on its own then says what is wrong
-        return adopted(self, sample)

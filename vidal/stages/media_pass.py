@@ -19,6 +19,7 @@ import contextlib
 from dataclasses import dataclass
 
 from vidal.media.encode import EncodeSettings
+from vidal.media.ffmpeg import MediaError
 from vidal.media.frames import FramePlan
 from vidal.media.onepass import PassOutputs, decode_once
 from vidal.sample import Sample
@@ -108,6 +109,19 @@ def _made_here(leader: Stage, info: dict) -> list[Stage]:
         if (s.name == "clip" and info.get("has_video", True))
         or (s.name == "audio" and info.get("has_audio"))
     ]
+
+
+def pass_without_frames(stage, sample: Sample) -> str | None:
+    """Run the pass for `stage` with no keyframes (audio and clip only) and adopt its own
+    output; None when the pass fails: each stage on its own then says what is wrong."""
+    info = sample.fields["probe"]
+    plan = FramePlan([], [], info["width"], info["height"])
+    try:
+        with stage.media(sample) as path:
+            run_pass(stage, sample, path, plan)
+    except MediaError:
+        return None
+    return adopted(stage, sample)
 
 
 def adopted(stage: Stage, sample: Sample) -> str | None:
