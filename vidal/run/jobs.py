@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from vidal.config import Config, ConfigError
+from vidal.io.store import Store
 from vidal.run.build import Builder, BuildIncomplete
 from vidal.run.progress import QuietProgress, RichProgress
 from vidal.run.ray_runner import make_runner
@@ -150,16 +151,13 @@ def redecide(config: Config, out: str, stage: str, quiet: bool = False, **params
     """`vidal refilter` / `vidal dedup`: change the stage's parameters and rerun the build over
     the dataset at `out`. Stored outputs are reused for every sample whose input did not change,
     so only the clips whose decision changed are computed (or dropped) in later stages."""
-    from vidal.run import rows as rows_io
-
     config = with_decision(config, stage, **params)
-    store_plan = Builder(config, None, out, runner=None).store.read_json("work/plan.json")
-    if store_plan is None:
+    if Store(out).read_json("work/plan.json") is None:
         raise ConfigError(f"{out} holds no vidal build (no work/plan.json)")
     outcome = build(config, None, out, quiet=quiet)
     if not quiet:
         section = config.stage(stage)
-        print(f"{stage}: {_decision_line(section, rows_io)}")
+        print(f"{stage}: {_decision_line(section)}")
         if params:
             print(f"to keep this decision in later builds, pass {_overrides(stage, params)}")
     return outcome
@@ -169,7 +167,7 @@ def _overrides(stage: str, params: dict) -> str:
     return " ".join(f"{stage}.{k}={'null' if v is None else v}" for k, v in params.items())
 
 
-def _decision_line(section, rows_io) -> str:
+def _decision_line(section) -> str:
     outcome = getattr(section, "outcome", None)
     if outcome is not None:  # dedup
         how = "reused" if outcome.reused else f"computed ({outcome.index} index)"

@@ -71,7 +71,6 @@ class ShardTracker:
         self.causes: collections.Counter = collections.Counter()  # "stage: reason" -> samples
         self.examples: dict[str, str] = {}  # "stage: reason" -> one full message
         self.counts: dict[str, list[int]] = {}  # stage -> [done, failed] for progress
-        self.finished = 0
 
     def expect(self, shard: int, start: int, count: int) -> None:
         for i in range(start, len(self.names)):
@@ -102,9 +101,6 @@ class ShardTracker:
 
     def expected_count(self, index: int, shard: int) -> int:
         return self.expected.get((index, shard), 0)
-
-    def finished_one(self) -> None:
-        self.finished += 1
 
     def snapshot(self) -> dict[str, list[int]]:
         return self.counts
@@ -225,5 +221,3 @@ class StageStep:
         marker = self.plan.marker(self.index, shard)
         if rows_io.finish(store, self.stage.name, shard, expected, marker) is None:
             log.warning("%s shard %d: parts incomplete, left for a rerun", self.stage.name, shard)
-            return
-        _call(self.tracker, "finished_one")
