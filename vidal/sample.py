@@ -6,8 +6,11 @@ stage store and keep only their store paths here, so a Sample stays a few kB of 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, fields
+
+import orjson
 
 OK, DROPPED, FAILED = "ok", "dropped", "failed"
 
@@ -48,16 +51,39 @@ class Sample:
         self.dropped, self.dropped_by = reason, stage
 
     def to_json(self) -> str:
-        # the fields as they are (no dataclasses.asdict: its deep copy cost ~0.3 ms a sample)
-        fields = {name: getattr(self, name) for name in _FIELDS}
-        return json.dumps(fields, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return self.encode()[0]
+
+    def encode(self) -> tuple[str, str]:
+        """(record, body): the Sample's JSON, and the same without its lineage (what a stage's
+        output depends on; see `body_digest`). The record is the body with `lineage` appended
+        last, so one encoding serves both."""
+        body = _dumps({name: getattr(self, name) for name in _BODY})
+        lineage = _dumps(self.lineage)
+        record = f'{body[:-1]},"lineage":{lineage}}}' if len(body) > 2 else body
+        return record, body
 
     @classmethod
     def from_json(cls, text: str) -> Sample:
-        return cls(**json.loads(text))
+        try:
+            return cls(**orjson.loads(text))
+        except orjson.JSONDecodeError:  # lone surrogates, which only the json module reads
+            return cls(**json.loads(text))
 
 
-_FIELDS = tuple(f.name for f in fields(Sample))
+def _dumps(value: dict) -> str:
+    """Compact, key-sorted, UTF-8 JSON; orjson (10x json's speed, which the per-stage rows of
+    millions of samples need), json for what orjson refuses (lone surrogates, huge ints)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def body_digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+_BODY = tuple(f.name for f in fields(Sample) if f.name != "lineage")
 
 
 def error_reason(message: str | None) -> str | None:

@@ -8,6 +8,11 @@ Per (stage, shard):
                                                record it got), failed (the stage failed it)
   work/<stage>/<shard>.done.json               the marker, written last: it vouches for the rows
 
+A stage's output depends on its input record without the lineage (which records how earlier
+stages ran, not what they produced), so inserting or re-deciding an earlier dataset-level stage
+does not make every later stage recompute: `input` is the digest of that body
+(`Sample.encode`, `body_digest`).
+
 A rows file stays in place while its (stage, shard) reruns: a rerun reuses the stored output of
 every sample whose input and stage config are unchanged (see `Reuse`), so changing a
 dataset-level decision (dedup, refilter) or retrying failures computes only the samples whose
@@ -33,7 +38,7 @@ ROWS_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
         ("record", pa.string()),
-        ("input", pa.string()),  # digest of the record the stage got (see sample_digest)
+        ("input", pa.string()),  # digest of the record the stage got (vidal.sample.body_digest)
         ("failed", pa.bool_()),  # the stage failed the sample
         ("reached", pa.bool_()),  # the sample reached the stage ok (or failed / dropped here)
         ("reason", pa.string()),  # "stage: reason" of a failure here, or the drop reason here
@@ -63,18 +68,6 @@ def digest(records: dict[str, str]) -> str:
     for key in sorted(records):
         h.update(key.encode() + b"\t" + records[key].encode() + b"\n")
     return h.hexdigest()[:16]
-
-
-def sample_digest(sample: Sample) -> str:
-    """What a stage's output depends on: the sample without its lineage (which records how
-    earlier stages ran, not what they produced), so inserting or re-deciding an earlier
-    dataset-level stage does not make every later stage recompute."""
-    lineage, sample.lineage = sample.lineage, {}
-    try:
-        text = sample.to_json()
-    finally:
-        sample.lineage = lineage
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def reused(stored: str, given: Sample, stage: str) -> Sample:
