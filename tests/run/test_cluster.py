@@ -326,7 +326,7 @@ def test_stage_resources_reach_ray_and_never_invalidate_results():
     runner.has_gpus, runner.ray = False, ray
     config = load_config("demo", [f"depth.resources={{{RESOURCE}: 1}}", "probe.resources={x: 2}"])
     for name in ("depth", "probe", "keyframes"):
-        runner._map(FakeDataset(), StageStep(Plan([config.stage(name)], {}, {}), 0, None))
+        runner._map(FakeDataset(), StageStep(Plan([config.stage(name)], {}, {}), range(1), None))
     depth, probe, keyframes = calls
     assert depth["resources"] == {RESOURCE: 1.0} and "fn_constructor_kwargs" in depth
     assert probe["resources"] == {"x": 2.0}

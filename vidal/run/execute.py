@@ -72,15 +72,17 @@ class LocalRunner:
         return _samples(_in_batches(lambda b: apply_stage(b, stage, ctx), batch, stage.batch_size))
 
     def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        from vidal.run.stream import ShardTracker, StageStep, read_shard
+        from vidal.run.stream import ShardTracker, StageStep, read_shard, spans
 
         tracker = ShardTracker([s.name for s in plan.stages])
-        steps = [StageStep(plan, i, ctx, tracker) for i in range(len(plan.stages))]
+        steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages)]
         for item in items:
             batch = read_shard(item, ctx.out, plan, tracker)
-            for step in steps[item["start"] :]:
+            for step in steps:
+                if step.span[-1] < item["start"]:
+                    continue
                 before = {k: list(v) for k, v in tracker.snapshot().items()}
-                batch = _in_batches(step, batch, max(1, step.stage.batch_size))
+                batch = _in_batches(step, batch, step.batch_size)
                 if progress:
                     _report_delta(progress, before, tracker.snapshot())
         return tracker.failure()

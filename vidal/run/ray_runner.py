@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from vidal.config import RunnerConfig
-from vidal.run.stream import ShardTracker, StageStep, read_shard
+from vidal.run.stream import ShardTracker, StageStep, read_shard, spans
 from vidal.stages.base import StageContext
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def _named_step(step):
     def fn(batch: dict, step=step) -> dict:
         return step(batch)
 
-    fn.__name__ = fn.__qualname__ = step.stage.name
+    fn.__name__ = fn.__qualname__ = step.name
     return fn
 
 
@@ -54,13 +54,32 @@ class StageActor:
         return self.step(batch)
 
 
-def _read_fn(out: str, plan, tracker):
-    def read(batch: dict) -> dict:
-        item = {"shard": int(batch["shard"][0]), "start": int(batch["start"][0])}
-        return read_shard(item, out, plan, tracker)
+def _shard_source(items: list[dict], out: str, plan, tracker, rows_per_block: int):
+    """A Ray Data datasource with one read task per shard: it loads the shard's input rows
+    from the stage store and hands them on in blocks of a step's batch, so the first step's
+    tasks spread one shard over several workers."""
+    import pyarrow as pa
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
 
-    read.__name__ = read.__qualname__ = "read_shards"
-    return read
+    def read(item: dict):
+        batch = read_shard(item, out, plan, tracker)
+        table = pa.table({k: list(v) for k, v in batch.items()})
+        for start in range(0, max(1, table.num_rows), rows_per_block):
+            yield table.slice(start, rows_per_block)
+
+    class ShardSource(Datasource):
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None)
+            return [ReadTask(lambda item=item: read(item), meta) for item in items]
+
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_name(self) -> str:
+            return "shards"
+
+    return ShardSource()
 
 
 def _count(batch: dict) -> dict:
@@ -101,12 +120,18 @@ class RayRunner:
         stage; model stages are actor pools that live (and keep their model) for the pass."""
         ray = self.ray
         names = [s.name for s in plan.stages]
-        tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        ds = ds.map_batches(_read_fn(ctx.out, plan, tracker), batch_size=1, batch_format="numpy")
         first = min(item["start"] for item in items)
-        for index in range(first, len(plan.stages)):
-            ds = self._map(ds, StageStep(plan, index, ctx, tracker))
+        tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
+        steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages, first)]
+        source = _shard_source(items, ctx.out, plan, tracker, steps[0].batch_size)
+        # reading a shard's rows is light I/O: it asks for no CPU, or on a cluster without GPUs,
+        # where the model actors hold every CPU, no shard would ever be read (a deadlock)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ds = ray.data.read_datasource(
+            source, override_num_blocks=len(items), num_cpus=0, concurrency=min(cpus, len(items))
+        )
+        for step in steps:
+            ds = self._map(ds, step)
         ds = ds.map_batches(_count, batch_size=None, batch_format="numpy")
         with _Poller(ray, tracker, progress):
             for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -129,8 +154,8 @@ class RayRunner:
         return _samples(out)
 
     def _map(self, ds, step):
-        stage = step.stage
-        common = dict(batch_size=stage.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
+        stage = step.stages[0]  # the stages of a step share their resources (stream.spans)
+        common = dict(batch_size=step.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
         if stage.resources:  # custom resources: the stage runs only on nodes that offer them
             common["resources"] = dict(stage.resources)
         if not stage.uses_model:
@@ -142,7 +167,7 @@ class RayRunner:
             log.warning(
                 "stage %s asks for GPUs but the cluster has none: running on CPU", stage.name
             )
-        pool = type(stage.name, (StageActor,), {})  # the operator shows the stage's name
+        pool = type(step.name, (StageActor,), {})  # the operator shows the stage's name
         return ds.map_batches(
             pool,
             fn_constructor_kwargs={"step": step},

@@ -27,7 +27,7 @@ import numpy as np
 from vidal.io.store import Store
 from vidal.run import rows as rows_io
 from vidal.run.execute import process_guarded, ready_stage
-from vidal.sample import Sample, error_reason
+from vidal.sample import Sample, body_digest, error_reason
 from vidal.stages.base import Stage, StageContext
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,15 @@ class ShardTracker:
     def expect(self, shard: int, start: int, count: int) -> None:
         for i in range(start, len(self.names)):
             self.expected[(i, shard)] = count
+
+    def report_all(self, reports: list[tuple]) -> list[tuple[int, int, int]]:
+        """Record a step's batch: (index, shard, keys, failed, causes) per stage and shard.
+        Returns the (index, shard, expected samples) it completed: they may be finished."""
+        return [
+            (index, shard, self.expected_count(index, shard))
+            for index, shard, *rest in reports
+            if self.report(index, shard, *rest)
+        ]
 
     def report(self, index: int, shard: int, keys: list[str], failed: int, causes: list[str]):
         """Record a batch; True when it completed the (stage, shard) and it may be finished."""
@@ -143,81 +152,120 @@ def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
     }
 
 
+def spans(stages: list[Stage], first: int = 0) -> list[range]:
+    """The steps of a pass: runs of consecutive CPU stages with the same resources go together
+    (one task parses a batch once and runs them all: the samples stay objects between them),
+    each model stage alone (its actor pool)."""
+    out: list[range] = []
+    for index in range(first, len(stages)):
+        prev = out[-1] if out else None
+        if prev is not None and _fusable(stages[prev[-1]], stages[index]):
+            out[-1] = range(prev.start, index + 1)
+        else:
+            out.append(range(index, index + 1))
+    return out
+
+
+def _fusable(a: Stage, b: Stage) -> bool:
+    same = ("num_cpus", "concurrency", "resources")
+    return not (a.uses_model or b.uses_model) and all(getattr(a, f) == getattr(b, f) for f in same)
+
+
 @dataclass
 class StageStep:
-    """Stage `index` of `plan` applied to batches (a Ray Data map function or a local call).
-    Rows whose shard starts after this stage pass through untouched."""
+    """Stages `span` of `plan` applied to batches (a Ray Data map function or a local call).
+    A sample is parsed once per step and encoded once per stage (its row in that stage's
+    store); rows whose shard starts after a stage pass through it untouched."""
 
     plan: Plan
-    index: int
+    span: range
     ctx: StageContext
     tracker: object = None
 
     @property
-    def stage(self) -> Stage:
-        return self.plan.stages[self.index]
+    def stages(self) -> list[Stage]:
+        return [self.plan.stages[i] for i in self.span]
+
+    @property
+    def name(self) -> str:
+        return "+".join(s.name for s in self.stages)
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, min(s.batch_size for s in self.stages))
 
     def __call__(self, batch: dict) -> dict:
+        store, starts = Store(self.ctx.out), [int(s) for s in batch["start"]]
+        shards = [int(s) for s in batch["shard"]]
         records = list(batch["record"])
-        active = [i for i, s in enumerate(batch["start"]) if int(s) <= self.index]
-        if active:
-            items = [(int(batch["shard"][i]), batch["key"][i], records[i]) for i in active]
-            for i, out in zip(active, self._run(items), strict=True):
-                records[i] = out
+        samples: dict[int, Sample] = {}  # position -> the sample as it stands
+        bodies: dict[int, str] = {}  # position -> its JSON without lineage
+        reports = []
+        for index in self.span:
+            active = [i for i, start in enumerate(starts) if start <= index]
+            for i in active:
+                if i not in samples:
+                    samples[i] = Sample.from_json(records[i])
+                    bodies[i] = samples[i].encode()[1]
+            inputs = [body_digest(bodies[i]) for i in active]
+            outputs = self._run(
+                store, index, [shards[i] for i in active], [samples[i] for i in active], inputs
+            )
+            for i, (out, (record, body)) in zip(active, outputs, strict=True):
+                samples[i], records[i], bodies[i] = out, record, body
+            rows = [
+                (shards[i], samples[i], records[i], d) for i, d in zip(active, inputs, strict=True)
+            ]
+            reports.extend(self._persist(store, index, rows))
+        for index, shard, expected in _call(self.tracker, "report_all", reports):
+            self._finish(store, index, shard, expected)
         return {**batch, "record": np.array(records, dtype=object)}
 
-    def _run(self, items: list[tuple[int, str, str]]) -> list[str]:
-        stage, store = self.stage, Store(self.ctx.out)
-        reuse = self._reuse(store)
-        given = [Sample.from_json(r) for _, _, r in items]
-        inputs = [rows_io.sample_digest(s) for s in given]
+    def _run(self, store: Store, index: int, shards, given: list[Sample], inputs) -> list:
+        """Stage `index` on `given` (their input digests `inputs`): stored outputs whose input
+        did not change are reused, the rest computed. Returns (sample, (record, body))s."""
+        stage, reuse = self.plan.stages[index], self._reuse(store, index)
         outputs: list[Sample | None] = []
-        for (shard, key, _), sample, digest in zip(items, given, inputs, strict=True):
-            old = reuse.get(shard, key, digest)
+        for shard, sample, digest in zip(shards, given, inputs, strict=True):
+            old = reuse.get(shard, sample.key, digest)
             outputs.append(rows_io.reused(old, sample, stage.name) if old else None)
         todo = [s for s, out in zip(given, outputs, strict=True) if out is None]
         if todo:
             done = {s.key: s for s in process_guarded(ready_stage(stage, self.ctx), todo)}
             outputs = [out or done[s.key] for s, out in zip(given, outputs, strict=True)]
-        records = [s.to_json() for s in outputs]
-        self._persist(store, [s for s, _, _ in items], outputs, records, inputs)
-        return records
+        return [(s, s.encode()) for s in outputs]
 
-    def _reuse(self, store: Store) -> rows_io.Reuse:
+    def _reuse(self, store: Store, index: int) -> rows_io.Reuse:
         """One per (pass, stage) in this process: Ray deserialises the step once per task, and
         the stored rows it looks up should be read once per worker, not once per task."""
-        key = (self.plan.pass_id, self.index)
+        key = (self.plan.pass_id, index)
         if key not in _REUSE:
-            while len(_REUSE) >= 8:
+            while len(_REUSE) >= 16:
                 _REUSE.pop(next(iter(_REUSE)))
-            stage = self.stage
+            stage = self.plan.stages[index]
             _REUSE[key] = rows_io.Reuse(
                 store, stage.name, stage.config_hash(), self.plan.retry_failed
             )
         return _REUSE[key]
 
-    def _persist(self, store: Store, shards, samples: list[Sample], records, inputs) -> None:
+    def _persist(self, store: Store, index: int, rows: list[tuple]) -> list[tuple]:
+        """Stage `index`'s part file per shard of the batch (rows: shard, sample, record, input
+        digest); returns the tracker's reports (index, shard, keys, failed, causes)."""
+        stage = self.plan.stages[index]
         by_shard = collections.defaultdict(list)
-        for row in zip(shards, samples, records, inputs, strict=True):
-            by_shard[row[0]].append(row[1:])
-        name = self.stage.name
-        for shard, rows in by_shard.items():
-            part = [s for s, _, _ in rows]
-            rows_io.write_part(
-                store, name, shard, part, [r for _, r, _ in rows], [i for *_, i in rows]
-            )
-            causes = [
-                f"{name}: {s.errors[name]}"
-                for s in part
-                if name in s.errors and self.stage.environmental(s.errors[name])
-            ]
-            failed = sum(name in s.errors for s in part)
-            keys = [s.key for s in part]
-            if _call(self.tracker, "report", self.index, shard, keys, failed, causes):
-                self._finish(store, shard)
+        for shard, *row in rows:
+            by_shard[shard].append(row)
+        reports = []
+        for shard, group in by_shard.items():
+            part = [s for s, _, _ in group]
+            records, inputs = [r for _, r, _ in group], [d for *_, d in group]
+            rows_io.write_part(store, stage.name, shard, part, records, inputs)
+            errors = [s.errors[stage.name] for s in part if stage.name in s.errors]
+            causes = [f"{stage.name}: {e}" for e in errors if stage.environmental(e)]
+            reports.append((index, shard, [s.key for s in part], len(errors), causes))
+        return reports
 
-    def _finish(self, store: Store, shard: int) -> None:
-        expected = _call(self.tracker, "expected_count", self.index, shard)
-        marker = self.plan.marker(self.index, shard)
-        if rows_io.finish(store, self.stage.name, shard, expected, marker) is None:
-            log.warning("%s shard %d: parts incomplete, left for a rerun", self.stage.name, shard)
+    def _finish(self, store: Store, index: int, shard: int, expected: int) -> None:
+        stage, marker = self.plan.stages[index], self.plan.marker(index, shard)
+        if rows_io.finish(store, stage.name, shard, expected, marker) is None:
+            log.warning("%s shard %d: parts incomplete, left for a rerun", stage.name, shard)
