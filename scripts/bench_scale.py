@@ -11,9 +11,12 @@ Each size is built in a fresh process on a local Ray (the driver's figures are i
     model;
   - N / 1000 shards, at least 64 (a real build has ~10^4 clips a shard; 64 boundaries at least
     for the idle share).
-Printed per size: samples/s through the whole chain (planning and packing excluded and timed
-apart), the driver's CPU seconds per sample, its peak RSS (VmHWM), model loads, and the fake
-model's idle share after its first batch (wall time between its batches over its wall time).
+Printed per size, with a fake model fast enough not to be the bottleneck (`--model-batch-s`):
+samples/s through the whole chain (planning and packing excluded and timed apart), the seconds
+before the model's first batch (Ray's start-up, the actor, its load), the driver's CPU seconds
+per sample, its peak RSS (VmHWM) and the model loads. Then one build where the fake model IS the
+bottleneck (`--idle-batch-s`, N = `--idle-n`): its idle share after its first batch (wall time
+between its batches over its wall time), across every shard boundary.
 `--plan-rows` also plans a manifest of that many rows alone and prints the time and peak RSS.
 """
 
@@ -59,7 +62,7 @@ class FakeModelStage(Stage):
     name: ClassVar[str] = "fake_model"
     uses_model: ClassVar[bool] = True
     load_s: float = 1.0
-    batch_s: float = 0.15  # 256 samples: ~1700/s, slower than the null chain: the bottleneck
+    batch_s: float = 0.02  # per batch of 256 (see --model-batch-s, --idle-batch-s)
     log: str = ""
     batch_size: int = 256
     num_cpus: float = 0.5
@@ -145,16 +148,20 @@ def child_build(manifest: str, out: str, shards: int, batch_s: float) -> dict:
         "samples_per_s": round(n / (t2 - t1), 1),
         "driver_ms_per_sample": round(1000 * (c2 - c1) / n, 4),
         "driver_peak_rss_mb": round(status_mb("VmHWM"), 1),
-        **model_figures(log),
+        **model_figures(log, t1),
     }
 
 
-def model_figures(log: str) -> dict:
+def model_figures(log: str, started: float) -> dict:
     loads = len(Path(f"{log}.loads").read_text().splitlines())
     spans = sorted(tuple(map(float, ln.split())) for ln in Path(log).read_text().splitlines())
     busy = sum(b - a for a, b in spans[1:])
     wall = spans[-1][1] - spans[1][0] if len(spans) > 2 else 0.0
-    return {"model_loads": loads, "model_idle_share": round(1 - busy / wall, 3) if wall else None}
+    return {
+        "model_loads": loads,
+        "model_idle_share": round(1 - busy / wall, 3) if wall else None,
+        "first_model_batch_s": round(spans[0][0] - started, 1) if spans else None,
+    }
 
 
 def child_plan(manifest: str, out: str, shards: int) -> dict:
@@ -168,7 +175,7 @@ def child_plan(manifest: str, out: str, shards: int) -> dict:
     return {"plan_s": round(time.time() - t0, 1), "driver_peak_rss_mb": status_mb("VmHWM")}
 
 
-def run_child(mode: str, rows: int, root: Path, batch_s: float = 0.15) -> dict:
+def run_child(mode: str, rows: int, root: Path, batch_s: float = 0.02) -> dict:
     manifest = root / f"manifest-{rows}.parquet"
     if not manifest.exists():
         write_manifest(manifest, rows)
@@ -190,8 +197,17 @@ def main() -> int:
     p.add_argument(
         "--model-batch-s",
         type=float,
-        default=0.15,
-        help="the fake model's seconds per batch of 256: make it the bottleneck on slow machines",
+        default=0.02,
+        help="the fake model's seconds per batch of 256 in the throughput builds (not the "
+        "bottleneck: 12,800 samples/s)",
+    )
+    p.add_argument("--idle-n", type=int, default=50_000, help="samples of the idle-share build")
+    p.add_argument(
+        "--idle-batch-s",
+        type=float,
+        default=0.5,
+        help="the fake model's seconds per batch in the idle-share build (512 samples/s: the "
+        "bottleneck, well below the chain's rate)",
     )
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -205,20 +221,19 @@ def main() -> int:
         return 0
     print(f"before the streaming core: {json.dumps(BEFORE)}")
     with tempfile.TemporaryDirectory(prefix="vidal-scale-") as tmp:
-        results = {}
-        for n in args.sizes:
-            results[n] = r = run_child("build", n, Path(tmp), args.model_batch_s)
-            print(
-                f"N={n:>8}  {r['shards']:>6} shards  {r['samples_per_s']:>8.1f} samples/s  "
-                f"driver {r['driver_ms_per_sample']:.4f} ms/sample  peak RSS "
-                f"{r['driver_peak_rss_mb']:.0f} MB  model loads {r['model_loads']}  "
-                f"model idle {r['model_idle_share']}  (plan {r['plan_s']} s)",
-                flush=True,
-            )
+        results = {n: throughput(n, Path(tmp), args.model_batch_s) for n in args.sizes}
         if len(results) > 1:
             lo, hi = min(results), max(results)
             growth = results[hi]["driver_peak_rss_mb"] / results[lo]["driver_peak_rss_mb"]
             print(f"driver peak RSS N={hi} / N={lo}: {growth:.2f}")
+        if args.idle_n:
+            r = run_child("build", args.idle_n, Path(tmp), args.idle_batch_s)
+            print(
+                f"model as the bottleneck (N={args.idle_n}, {r['shards']} shards, "
+                f"{args.idle_batch_s} s a batch): idle share after its first batch "
+                f"{r['model_idle_share']}, {r['samples_per_s']:.0f} samples/s",
+                flush=True,
+            )
         if args.plan_rows:
             r = run_child("plan", args.plan_rows, Path(tmp))
             print(
@@ -226,6 +241,18 @@ def main() -> int:
                 f"driver peak RSS {r['driver_peak_rss_mb']:.0f} MB"
             )
     return 0
+
+
+def throughput(n: int, root: Path, batch_s: float) -> dict:
+    r = run_child("build", n, root, batch_s)
+    print(
+        f"N={n:>8}  {r['shards']:>6} shards  {r['samples_per_s']:>8.1f} samples/s  "
+        f"(first model batch after {r['first_model_batch_s']} s)  driver "
+        f"{r['driver_ms_per_sample']:.4f} ms/sample  peak RSS {r['driver_peak_rss_mb']:.0f} MB  "
+        f"model loads {r['model_loads']}  (plan {r['plan_s']} s)",
+        flush=True,
+    )
+    return r
 
 
 if __name__ == "__main__":
