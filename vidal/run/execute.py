@@ -82,7 +82,7 @@ class LocalRunner:
                 if step.span[-1] < item["start"]:
                     continue
                 before = {k: list(v) for k, v in tracker.snapshot().items()}
-                batch = _in_batches(step, batch, step.batch_size)
+                batch = step(batch)  # the whole shard: the step batches each stage
                 if progress:
                     _report_delta(progress, before, tracker.snapshot())
         return tracker.failure()

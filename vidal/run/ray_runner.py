@@ -54,19 +54,16 @@ class StageActor:
         return self.step(batch)
 
 
-def _shard_source(items: list[dict], out: str, plan, tracker, rows_per_block: int):
-    """A Ray Data datasource with one read task per shard: it loads the shard's input rows
-    from the stage store and hands them on in blocks of a step's batch, so the first step's
-    tasks spread one shard over several workers."""
+def _shard_source(items: list[dict], out: str, plan, tracker):
+    """A Ray Data datasource with one read task per shard, which loads the shard's input rows
+    from the stage store as one block: every step then takes whole shards (StageStep)."""
     import pyarrow as pa
     from ray.data.block import BlockMetadata
     from ray.data.datasource import Datasource, ReadTask
 
     def read(item: dict):
         batch = read_shard(item, out, plan, tracker)
-        table = pa.table({k: list(v) for k, v in batch.items()})
-        for start in range(0, max(1, table.num_rows), rows_per_block):
-            yield table.slice(start, rows_per_block)
+        return [pa.table({k: list(v) for k, v in batch.items()})]
 
     class ShardSource(Datasource):
         def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
@@ -123,7 +120,7 @@ class RayRunner:
         first = min(item["start"] for item in items)
         tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
         steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages, first)]
-        source = _shard_source(items, ctx.out, plan, tracker, steps[0].batch_size)
+        source = _shard_source(items, ctx.out, plan, tracker)
         # reading a shard's rows is light I/O: it asks for no CPU, or on a cluster without GPUs,
         # where the model actors hold every CPU, no shard would ever be read (a deadlock)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -155,7 +152,8 @@ class RayRunner:
 
     def _map(self, ds, step):
         stage = step.stages[0]  # the stages of a step share their resources (stream.spans)
-        common = dict(batch_size=step.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
+        # whole blocks, a shard each: the step batches each stage itself, within a shard
+        common = dict(batch_size=None, batch_format="numpy", num_cpus=stage.num_cpus)
         if stage.resources:  # custom resources: the stage runs only on nodes that offer them
             common["resources"] = dict(stage.resources)
         if not stage.uses_model:

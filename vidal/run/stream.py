@@ -152,6 +152,17 @@ def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
     }
 
 
+def _batches(samples: list[Sample], size: int):
+    """`samples` (a block, sorted by key within each shard) in batches of `size` that never mix
+    shards."""
+    by_shard = collections.defaultdict(list)
+    for sample in samples:
+        by_shard[sample.shard].append(sample)
+    for group in by_shard.values():
+        for start in range(0, len(group), size):
+            yield group[start : start + size]
+
+
 def spans(stages: list[Stage], first: int = 0) -> list[range]:
     """The steps of a pass: runs of consecutive CPU stages with the same resources go together
     (one task parses a batch once and runs them all: the samples stay objects between them),
@@ -173,9 +184,12 @@ def _fusable(a: Stage, b: Stage) -> bool:
 
 @dataclass
 class StageStep:
-    """Stages `span` of `plan` applied to batches (a Ray Data map function or a local call).
-    A sample is parsed once per step and encoded once per stage (its row in that stage's
-    store); rows whose shard starts after a stage pass through it untouched."""
+    """Stages `span` of `plan` applied to a block of rows, whole shards (a Ray Data map function
+    or a local call), each stage in batches of its own `batch_size` cut within a shard in key
+    order (`_batches`): which samples share a model batch, and so the floating-point results of
+    a batched model, never depends on which other shards were in flight or on a resume. A
+    sample is parsed once per step and encoded once per stage (its row in that stage's store);
+    rows whose shard starts after a stage pass through it untouched."""
 
     plan: Plan
     span: range
@@ -189,10 +203,6 @@ class StageStep:
     @property
     def name(self) -> str:
         return "+".join(s.name for s in self.stages)
-
-    @property
-    def batch_size(self) -> int:
-        return max(1, min(s.batch_size for s in self.stages))
 
     def __call__(self, batch: dict) -> dict:
         store, starts = Store(self.ctx.out), [int(s) for s in batch["start"]]
@@ -231,7 +241,9 @@ class StageStep:
             outputs.append(rows_io.reused(old, sample, stage.name) if old else None)
         todo = [s for s, out in zip(given, outputs, strict=True) if out is None]
         if todo:
-            done = {s.key: s for s in process_guarded(ready_stage(stage, self.ctx), todo)}
+            ready, done = ready_stage(stage, self.ctx), {}
+            for batch in _batches(todo, max(1, stage.batch_size)):
+                done.update((s.key, s) for s in process_guarded(ready, batch))
             outputs = [out or done[s.key] for s, out in zip(given, outputs, strict=True)]
         return [(s, s.encode()) for s in outputs]
 
