@@ -116,6 +116,8 @@ class _Slice:
     kind: int  # _P, _B, _I, _SP, _SI
     refs_l0: int  # active entries of list 0
     changes: tuple[tuple[int, int], ...]  # list 0 modifications: (idc, value)
+    refs_l1: int = 0
+    changes_l1: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ class _Picture:
     frame_num: int
     max_frame_num: int
     max_refs: int  # the SPS's max_num_ref_frames (at least 1): the sliding window's size
+    poc_type: int  # 0 (lsb coded) or 2 (from frame_num)
+    poc_lsb: tuple[int, int, int]  # (lsb, its modulus, delta to the bottom field's)
     slices: tuple[_Slice, ...]
     unmark: tuple[int, ...] | None  # MMCO 1 differences; None: sliding window
 
@@ -177,8 +181,8 @@ def _parse_picture(params: _Params, packet: memoryview) -> _Picture:
     if not heads or heads[0]["first_mb"] != 0 or any(h["first_mb"] == 0 for h in heads[1:]):
         raise Unsupported("a packet that is not one whole frame")
     h = heads[0]
-    limits = h["max_frame_num"], h["max_refs"]
-    return _Picture(h["idr"], h["ref"], h["frame_num"], *limits, tuple(slices), h["unmark"])
+    facts = h["max_frame_num"], h["max_refs"], h["poc_type"], h["poc_lsb"]
+    return _Picture(h["idr"], h["ref"], h["frame_num"], *facts, tuple(slices), h["unmark"])
 
 
 def _parse_slice(bits: _Bits, nal_type: int, ref_idc: int, params: _Params):
@@ -191,10 +195,11 @@ def _parse_slice(bits: _Bits, nal_type: int, ref_idc: int, params: _Params):
     head["max_frame_num"], head["max_refs"] = 1 << sps["log2_frame_num"], sps["max_refs"]
     if head["idr"]:
         bits.ue()  # idr_pic_id
+    head["poc_type"], head["poc_lsb"] = sps["poc_type"], (0, 1, 0)
     if sps["poc_type"] == 0:
-        bits.u(sps["log2_poc_lsb"])
-        if pps["bottom_poc"]:
-            bits.se()
+        lsb = bits.u(sps["log2_poc_lsb"])
+        delta = bits.se() if pps["bottom_poc"] else 0
+        head["poc_lsb"] = (lsb, 1 << sps["log2_poc_lsb"], delta)
     if pps["redundant"] and bits.ue():
         raise Unsupported("redundant pictures")
     if kind == _B:
@@ -204,13 +209,14 @@ def _parse_slice(bits: _Bits, nal_type: int, ref_idc: int, params: _Params):
         refs_l0 = bits.ue() + 1
         refs_l1 = bits.ue() + 1 if kind == _B else refs_l1
     changes = _list_changes(bits) if kind not in (_I, _SI) else ()
-    if kind == _B:
-        _list_changes(bits)  # B slices are taken to use every reference held
+    changes_l1 = _list_changes(bits) if kind == _B else ()
     weighted = pps["weighted_p"] if kind in (_P, _SP) else kind == _B and pps["weighted_b"] == 1
     if weighted:
         _skip_weights(bits, sps["chroma"], refs_l0, refs_l1 if kind == _B else 0)
     head["unmark"] = _marking(bits, head["idr"]) if ref_idc else None
-    return head, _Slice(kind, refs_l0, changes)
+    if kind != _B:
+        refs_l1 = 0
+    return head, _Slice(kind, refs_l0, changes, refs_l1, changes_l1)
 
 
 def _list_changes(bits: _Bits) -> tuple[tuple[int, int], ...]:
@@ -262,52 +268,109 @@ def _skip_level(pic: _Picture) -> str:
 GAP = -1  # the position of a frame libavcodec makes up for a skipped reference frame
 
 
-class _Dpb:
-    """The short-term reference frames held, as (frame_num, position), oldest first."""
+class _Poc:
+    """Picture order counts (display order) as the decoder derives them, frame by frame."""
 
     def __init__(self):
-        self.held: list[tuple[int, int]] = []
+        self.msb = self.lsb = self.offset = self.last_frame_num = 0
 
-    def refs(self, pic: _Picture) -> list[int]:
-        """Positions of what `pic` may refer to: each P slice's active list 0, every frame held
-        for B slices (GAP where a made-up frame would stand)."""
+    def count(self, pic: _Picture) -> int:
+        if pic.idr:
+            self.msb = self.lsb = self.offset = 0
+        if pic.poc_type == 2:
+            if not pic.idr and self.last_frame_num > pic.frame_num:
+                self.offset += pic.max_frame_num
+            self.last_frame_num = pic.frame_num
+            return 2 * (self.offset + pic.frame_num) - (0 if pic.is_reference else 1)
+        lsb, modulus, bottom_delta = pic.poc_lsb
+        msb = self.msb
+        if lsb < self.lsb and self.lsb - lsb >= modulus // 2:
+            msb += modulus
+        elif lsb > self.lsb and lsb - self.lsb > modulus // 2:
+            msb -= modulus
+        if pic.is_reference:
+            self.msb, self.lsb = msb, lsb
+        return msb + lsb + min(0, bottom_delta)
+
+
+class _Dpb:
+    """The short-term reference frames held, as (frame_num, position, poc), oldest first."""
+
+    def __init__(self):
+        self.held: list[tuple[int, int, int | None]] = []
+
+    def refs(self, pic: _Picture, poc: int) -> list[int]:
+        """Positions of what `pic` may refer to: every slice's active lists, as libavcodec
+        builds them (GAP where a made-up frame would stand)."""
         found: list[int] = []
         for piece in pic.slices:
             if piece.kind == _B:
-                found += [pos for _, pos in self.held]
+                if any(poc is None for _, _, poc in self.held):
+                    raise Unsupported("a made-up frame with no display order")
+                before, after = self._by_poc(poc, down=True), self._by_poc(poc, down=False)
+                list1 = after + before
+                if len(list1) > 1 and list1 == before + after:
+                    list1[0], list1[1] = list1[1], list1[0]
+                found += self._modified(pic, before + after, piece.changes, piece.refs_l0)
+                found += self._modified(pic, list1, piece.changes_l1, piece.refs_l1)
             elif piece.kind in (_P, _SP):
-                found += self._list0(pic, piece)
+                order = sorted(self.held, key=lambda e: self._pic_num(pic, e), reverse=True)
+                found += self._modified(pic, order, piece.changes, piece.refs_l0)
         return found
 
-    def _list0(self, pic: _Picture, piece: _Slice) -> list[int]:
-        def pic_num(entry) -> int:  # FrameNumWrap: frames before a frame_num wrap count < 0
-            return entry[0] - (pic.max_frame_num if entry[0] > pic.frame_num else 0)
+    def _by_poc(self, limit: int, down: bool) -> list:
+        """libavcodec's add_sorted: frames shown up to `limit` nearest first (`down`), or
+        after it; of frames with equal counts (made-up ones) only one is taken."""
+        found, newest_first = [], self.held[::-1]
+        while True:
+            best = None
+            for entry in newest_first:
+                poc = entry[2]
+                fits = poc <= limit if down else poc > limit
+                if fits and (best is None or (poc >= best[2] if down else poc < best[2])):
+                    best = entry
+            if best is None:
+                return found
+            found.append(best)
+            limit = best[2] - 1 if down else best[2]
 
-        order = sorted(self.held, key=pic_num, reverse=True)
+    @staticmethod
+    def _pic_num(pic: _Picture, entry) -> int:
+        """FrameNumWrap: frames from before a frame_num wrap count below zero."""
+        return entry[0] - (pic.max_frame_num if entry[0] > pic.frame_num else 0)
+
+    def _modified(self, pic: _Picture, order: list, changes, count: int) -> list[int]:
+        """The active entries of a list after its ref_pic_list_modification."""
         predicted = pic.frame_num
-        for i, (idc, diff) in enumerate(piece.changes):
+        for i, (idc, diff) in enumerate(changes):
             step = -(diff + 1) if idc == 0 else diff + 1
             predicted = (predicted + step) % pic.max_frame_num
             wanted = predicted - (pic.max_frame_num if predicted > pic.frame_num else 0)
-            match = [e for e in order if pic_num(e) == wanted]
+            match = [e for e in self.held if self._pic_num(pic, e) == wanted]
             if not match:
                 raise Unsupported("a list names a frame not held")
             order = [*order[:i], match[0], *(e for e in order[i:] if e != match[0])]
-        return [pos for _, pos in order[: piece.refs_l0]]
+        return [pos for _, pos, _ in order[:count]]
 
-    def mark(self, pic: _Picture, position: int) -> None:
-        """Hold `pic` as a reference frame, as its marking (or the sliding window) says."""
+    def mark(self, pic: _Picture, position: int, poc: int, strict: bool = True) -> None:
+        """Hold `pic` as a reference frame, as its marking (or the sliding window) says.
+        Not `strict`: as libavcodec does on a stream missing frames, a marking naming a
+        frame not held is passed over, and a window overflowing drops the oldest frame."""
         if pic.idr:
             self.held = []
         elif pic.unmark is not None:
             for diff in pic.unmark:
                 gone = (pic.frame_num - diff - 1) % pic.max_frame_num
-                if not any(fn == gone for fn, _ in self.held):
+                if strict and not any(e[0] == gone for e in self.held):
                     raise Unsupported("a marking names a frame not held")
                 self.held = [e for e in self.held if e[0] != gone]
         elif len(self.held) >= pic.max_refs:
             self.held = self.held[1:]
-        self.held.append((pic.frame_num, position))
+        self.held.append((pic.frame_num, position, poc))
+        if len(self.held) > pic.max_refs:
+            if strict:
+                raise Unsupported("more reference frames than the stream allows")
+            self.held = self.held[1:]
 
     def fill_gap(self, pic: _Picture, last_frame_num: int) -> None:
         """libavcodec's frame_num gap: a made-up frame per missing number, sliding window."""
@@ -317,63 +380,86 @@ class _Dpb:
         if missing > pic.max_refs:
             raise Unsupported("a gap wider than the window")
         for k in range(1, missing + 1):
+            # it copies the newest frame held and shows 2 after it (None: no frame to copy)
+            poc = self.held[-1][2] + 2 if self.held and self.held[-1][2] is not None else None
             if len(self.held) >= pic.max_refs:
                 self.held = self.held[1:]
-            self.held.append(((last_frame_num + k) % pic.max_frame_num, GAP))
+            self.held.append(((last_frame_num + k) % pic.max_frame_num, GAP, poc))
 
 
 class H264Refs:
     """Reference facts of every frame of a stream (packets in decode order)."""
 
     def __init__(self, pictures: list[_Picture]):
-        self.pictures, dpb, last_ref = pictures, _Dpb(), 0
+        self.pictures, dpb, counter, last_ref = pictures, _Dpb(), _Poc(), 0
         self.frames: list[FrameRefs] = []
+        self.pocs: list[int] = []
         for pos, pic in enumerate(pictures):
             if not pic.idr and pic.frame_num != (last_ref + 1) % pic.max_frame_num:
                 raise Unsupported("a gap in frame_num")
-            refs = () if pic.idr else tuple(dpb.refs(pic))
+            self.pocs.append(counter.count(pic))
+            refs = () if pic.idr else tuple(dpb.refs(pic, self.pocs[-1]))
             self.frames.append(FrameRefs(refs, _skip_level(pic)))
             if pic.is_reference:
-                dpb.mark(pic, pos)
+                dpb.mark(pic, pos, self.pocs[-1])
                 last_ref = pic.frame_num
 
     def skip_levels(self, start: int, stop: int, targets: set[int]) -> list[str] | None:
         """skip_frame per packet of [start, stop) so that only what the `targets` (positions)
         need is decoded; None where that cannot be shown to leave them as a full decode has
-        them (a run that does not start at an IDR frame, or skips that would change a needed
-        frame's references in libavcodec's decoder)."""
+        them (a run that does not start at an IDR frame, or skips that change a needed
+        frame's references in libavcodec's decoder even with every reference frame decoded
+        in the frames before it)."""
+        needed = self._closure(targets)
+        if min(needed) < start or not self.pictures[start].idr:
+            return None
+        window, last_bad = 8, None
+        while True:
+            levels = [
+                "DEFAULT" if pos in needed else self.frames[pos].skip for pos in range(start, stop)
+            ]
+            bad = self._first_mismatch(start, levels, needed)
+            if bad is None:
+                return levels
+            window = window * 2 if bad == last_bad else 8
+            if window > 2 * (bad - start):
+                return None
+            # decoding every reference frame shortly before it brings the decoder's
+            # bookkeeping back in line with the stream's (their markings drop made-up frames)
+            near = range(max(start, bad - window), bad)
+            needed |= self._closure({p for p in near if self.pictures[p].is_reference})
+            last_bad = bad
+
+    def _closure(self, targets) -> set[int]:
         needed, todo = set(), list(targets)
         while todo:
             pos = todo.pop()
             if pos not in needed:
                 needed.add(pos)
                 todo += self.frames[pos].refs
-        if min(needed) < start or not self.pictures[start].idr:
-            return None
-        levels = [
-            "DEFAULT" if pos in needed else self.frames[pos].skip for pos in range(start, stop)
-        ]
-        return levels if self._decodes_alike(start, levels, needed) else None
+        return needed
 
-    def _decodes_alike(self, start: int, levels: list[str], needed: set[int]) -> bool:
-        """Replay the decoder's reference bookkeeping with the skips: each needed frame must
-        find the very frames it refers to in a full decode."""
-        dpb, last = _Dpb(), None
-        try:
-            for pos, level in enumerate(levels, start):
-                pic = self.pictures[pos]
-                if level != "DEFAULT":
-                    continue
+    def _first_mismatch(self, start: int, levels: list[str], needed: set[int]) -> int | None:
+        """Replay the decoder's reference bookkeeping with the skips: the first needed frame
+        that would not find the very frames it refers to in a full decode (None: none)."""
+        dpb, counter, last = _Dpb(), _Poc(), None
+        for pos, level in enumerate(levels, start):
+            pic = self.pictures[pos]
+            if level != "DEFAULT":
+                continue
+            poc = counter.count(pic)
+            try:
                 if not pic.idr:
                     dpb.fill_gap(pic, last)
-                    if pos in needed and tuple(dpb.refs(pic)) != self.frames[pos].refs:
-                        return False
+                    refs = tuple(dpb.refs(pic, poc)) if pos in needed else self.frames[pos].refs
+                    if refs != self.frames[pos].refs or poc != self.pocs[pos]:
+                        return pos
                 if pic.is_reference:
-                    dpb.mark(pic, pos)
-                last = pic.frame_num
-        except Unsupported:
-            return False
-        return True
+                    dpb.mark(pic, pos, poc, strict=False)
+            except Unsupported:
+                return pos
+            last = pic.frame_num
+        return None
 
     @classmethod
     def read(cls, extradata: bytes | None, packets: list) -> H264Refs | None:
