@@ -413,22 +413,38 @@ class H264Refs:
         needed = self._closure(targets)
         if min(needed) < start or not self.pictures[start].idr:
             return None
-        window, last_bad = 8, None
+        tries, last_bad = 0, None
         while True:
             levels = [
                 "DEFAULT" if pos in needed else self.frames[pos].skip for pos in range(start, stop)
             ]
-            bad = self._first_mismatch(start, levels, needed)
-            if bad is None:
+            found = self._first_mismatch(start, levels, needed)
+            if found is None:
                 return levels
-            window = window * 2 if bad == last_bad else 8
-            if window > 2 * (bad - start):
-                return None
-            # decoding every reference frame shortly before it brings the decoder's
-            # bookkeeping back in line with the stream's (their markings drop made-up frames)
-            near = range(max(start, bad - window), bad)
-            needed |= self._closure({p for p in near if self.pictures[p].is_reference})
+            bad, held = found
+            tries = tries + 1 if bad == last_bad else 0
+            # first decode the frames whose made-up stand-ins the decoder would hold there
+            more = self._stood_in(start, bad, held) - needed if tries == 0 else set()
+            if not more:
+                # then every reference frame shortly before: their markings bring the
+                # decoder's bookkeeping back in line with the stream's
+                window = 4 << tries
+                if window > 2 * (bad - start):
+                    return None
+                near = range(max(start, bad - window), bad)
+                more = {p for p in near if self.pictures[p].is_reference}
+            needed |= self._closure(more)
             last_bad = bad
+
+    def _stood_in(self, start: int, before: int, held: list) -> set[int]:
+        """Positions of the skipped frames that made-up frames in `held` stand in for."""
+        gaps = {frame_num for frame_num, pos, _ in held if pos == GAP}
+        found = {}
+        for pos in range(before - 1, start - 1, -1):
+            pic = self.pictures[pos]
+            if pic.is_reference and pic.frame_num in gaps:
+                found.setdefault(pic.frame_num, pos)
+        return set(found.values())
 
     def _closure(self, targets) -> set[int]:
         needed, todo = set(), list(targets)
@@ -439,9 +455,10 @@ class H264Refs:
                 todo += self.frames[pos].refs
         return needed
 
-    def _first_mismatch(self, start: int, levels: list[str], needed: set[int]) -> int | None:
+    def _first_mismatch(self, start: int, levels: list[str], needed: set[int]):
         """Replay the decoder's reference bookkeeping with the skips: the first needed frame
-        that would not find the very frames it refers to in a full decode (None: none)."""
+        that would not find the very frames it refers to in a full decode, and what the
+        decoder would hold then (None: none)."""
         dpb, counter, last = _Dpb(), _Poc(), None
         for pos, level in enumerate(levels, start):
             pic = self.pictures[pos]
@@ -453,11 +470,11 @@ class H264Refs:
                     dpb.fill_gap(pic, last)
                     refs = tuple(dpb.refs(pic, poc)) if pos in needed else self.frames[pos].refs
                     if refs != self.frames[pos].refs or poc != self.pocs[pos]:
-                        return pos
+                        return pos, dpb.held
                 if pic.is_reference:
                     dpb.mark(pic, pos, poc, strict=False)
             except Unsupported:
-                return pos
+                return pos, dpb.held
             last = pic.frame_num
         return None
 
