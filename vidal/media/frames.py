@@ -7,8 +7,10 @@ those, the nearest keyframe (I-frame), which decodes alone and so is far cheaper
 The default backend (PyAV) demuxes the video once, keeping its packets, and then decodes only
 what the targets need: from the keyframe before a target up to the target's own packet, with
 the decoder told to skip non-reference frames that are not targets (nothing else refers to
-them, so the targets come out bit-identical to a full decode). Targets that share a GOP share
-one forward pass. Streams whose timestamps cannot give display order (AVI with B-frames, raw
+them, so the targets come out bit-identical to a full decode). On H.264 it also skips the
+reference frames no target needs (the reference B-frames of x264's B-pyramid, most of a long
+GOP's B-frames), as the slice headers tell (vidal.media.h264refs). Targets that share a GOP
+share one forward pass. Streams whose timestamps cannot give display order (AVI with B-frames, raw
 streams) are decoded in full instead, as is any stream a target does not come out of.
 
 decord (LanguageBind's reader) remains as a backend for comparison; it also counts frames an
@@ -313,10 +315,10 @@ def _pick_by_pts(context, video: _Video, indices: list[int], snap: bool):
     found = {}
     for start, targets in runs:
         last = max(video.where[t] for t in targets)
-        spots = {video.where[t] for t in targets}
-        levels = refs and refs.skip_levels(start, last + 1, spots)
-        levels = levels or [_skip_level(p, targets) for p in video.packets[start : last + 1]]
-        found.update(_decode_run(context, video.packets[start : last + 1], levels, set(targets)))
+        run = video.packets[start : last + 1]
+        plain = [_skip_level(p, targets) for p in run]
+        levels = refs and refs.skip_levels(start, last + 1, {video.where[t] for t in targets})
+        found.update(_decode_guarded(context, run, levels or plain, plain, set(targets)))
     return indices, [found[video.display[i]] for i in indices]
 
 
@@ -345,6 +347,20 @@ def _skip_level(packet, targets: list[int]) -> str:
     """Without reference facts: skip only the non-reference frames that are not targets (no
     other frame refers to them, so the targets come out exactly as in a full decode)."""
     return "DEFAULT" if packet.pts in targets else "NONREF"
+
+
+def _decode_guarded(context, packets: list, levels: list, plain: list, targets: set) -> dict:
+    """`_decode_run` with `levels`; should the decoder object to what they skip (a stream
+    whose headers misled `H264Refs`), once more with only the non-reference skips."""
+    import av
+
+    try:
+        return _decode_run(context, packets, levels, targets)
+    except (MediaError, av.error.FFmpegError):
+        if levels is plain:
+            raise
+        context.flush_buffers()
+        return _decode_run(context, packets, plain, targets)
 
 
 def _decode_run(context, packets: list, levels: list[str], targets: set[int]) -> dict:

@@ -409,31 +409,38 @@ class H264Refs:
         need is decoded; None where that cannot be shown to leave them as a full decode has
         them (a run that does not start at an IDR frame, or skips that change a needed
         frame's references in libavcodec's decoder even with every reference frame decoded
-        in the frames before it)."""
+        in the frames before it).
+
+        Skipped reference frames leave made-up stand-ins in the decoder, whose display order
+        may put them into a needed B-frame's lists. Decoding the frames they stand in for
+        fixes that; those frames' own pixels matter to nothing needed (the needed set holds
+        everything a needed frame refers to), only their place in the bookkeeping does.
+        """
         needed = self._closure(targets)
         if min(needed) < start or not self.pictures[start].idr:
             return None
+        extra: set[int] = set()  # decoded for the bookkeeping only
         tries, last_bad = 0, None
         while True:
             levels = [
-                "DEFAULT" if pos in needed else self.frames[pos].skip for pos in range(start, stop)
+                "DEFAULT" if pos in needed or pos in extra else self.frames[pos].skip
+                for pos in range(start, stop)
             ]
             found = self._first_mismatch(start, levels, needed)
             if found is None:
                 return levels
             bad, held = found
             tries = tries + 1 if bad == last_bad else 0
-            # first decode the frames whose made-up stand-ins the decoder would hold there
-            more = self._stood_in(start, bad, held) - needed if tries == 0 else set()
+            more = self._stood_in(start, bad, held) - needed - extra if tries == 0 else set()
             if not more:
-                # then every reference frame shortly before: their markings bring the
+                # else every reference frame shortly before: their markings bring the
                 # decoder's bookkeeping back in line with the stream's
                 window = 4 << tries
                 if window > 2 * (bad - start):
                     return None
                 near = range(max(start, bad - window), bad)
                 more = {p for p in near if self.pictures[p].is_reference}
-            needed |= self._closure(more)
+            extra |= more
             last_bad = bad
 
     def _stood_in(self, start: int, before: int, held: list) -> set[int]:
