@@ -135,3 +135,22 @@ def test_streams_it_does_not_follow_fall_back(tmp_path, container, args):
     assert _facts(path)[1] is None
     kf = sample_keyframes(path, 8, "exact", backend="pyav")
     assert np.array_equal(kf.frames, _expected(path, kf.indices))
+
+
+def test_corrupt_headers_give_none_or_facts_never_an_error(clips):
+    """Packets come from untrusted files: a damaged slice header must not raise."""
+    with av.open(clips["veryfast.mp4"]) as container:
+        stream = container.streams.video[0]
+        extradata = stream.codec_context.extradata
+        packets = [bytes(p) for p in container.demux(stream) if p.size]
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(200):
+        damaged = [bytearray(p) for p in packets]
+        for p in damaged:
+            spots = rng.integers(4, min(len(p), 24), size=2)
+            p[spots[0]] = rng.integers(0, 256)
+            p[spots[1]] ^= 0xFF
+        outcomes.add(H264Refs.read(extradata, damaged) is None)
+    assert H264Refs.read(bytes(8), packets) is None  # not an avcC record
+    assert True in outcomes

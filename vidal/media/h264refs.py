@@ -73,18 +73,26 @@ def _parse_sps(bits: _Bits) -> tuple[int, dict]:
         bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime bypass
         if bits.u(1):
             _skip_scaling_matrices(bits, 12 if chroma_format == 3 else 8)
-    sps = {"chroma": chroma_format, "log2_frame_num": bits.ue() + 4, "poc_type": bits.ue()}
+    sps = {"chroma": chroma_format, "log2_frame_num": _at_most(bits.ue(), 12) + 4}
+    sps["poc_type"] = bits.ue()
     if sps["poc_type"] == 0:
-        sps["log2_poc_lsb"] = bits.ue() + 4
-    elif sps["poc_type"] == 1:
-        raise Unsupported("picture order count type 1")
-    sps["max_refs"] = max(1, bits.ue())
+        sps["log2_poc_lsb"] = _at_most(bits.ue(), 12) + 4
+    elif sps["poc_type"] != 2:
+        raise Unsupported(f"picture order count type {sps['poc_type']}")
+    sps["max_refs"] = max(1, _at_most(bits.ue(), 16))
     if bits.u(1):
         raise Unsupported("gaps in frame_num allowed")
     bits.ue(), bits.ue()  # size in macroblocks
     if not bits.u(1):
         raise Unsupported("field or MBAFF coding")
     return sps_id, sps
+
+
+def _at_most(value: int, limit: int) -> int:
+    """`value`, checked against the standard's limit (a corrupt header can code anything)."""
+    if value > limit:
+        raise Unsupported(f"a header value of {value}, over {limit}")
+    return value
 
 
 def _skip_scaling_matrices(bits: _Bits, count: int) -> None:
@@ -103,7 +111,7 @@ def _parse_pps(bits: _Bits) -> tuple[int, dict]:
     pps = {"sps": sps_id, "bottom_poc": bits.u(1)}
     if bits.ue():
         raise Unsupported("slice groups")
-    pps["refs_l0"], pps["refs_l1"] = bits.ue() + 1, bits.ue() + 1
+    pps["refs_l0"], pps["refs_l1"] = _at_most(bits.ue(), 31) + 1, _at_most(bits.ue(), 31) + 1
     pps["weighted_p"], pps["weighted_b"] = bits.u(1), bits.u(2)
     bits.se(), bits.se(), bits.se()  # qp, qs, chroma qp offset
     bits.u(1), bits.u(1)  # deblocking control, constrained intra
@@ -206,8 +214,8 @@ def _parse_slice(bits: _Bits, nal_type: int, ref_idc: int, params: _Params):
         bits.u(1)  # direct_spatial_mv_pred_flag
     refs_l0, refs_l1 = pps["refs_l0"], pps["refs_l1"]
     if kind in (_P, _SP, _B) and bits.u(1):
-        refs_l0 = bits.ue() + 1
-        refs_l1 = bits.ue() + 1 if kind == _B else refs_l1
+        refs_l0 = _at_most(bits.ue(), 31) + 1
+        refs_l1 = _at_most(bits.ue(), 31) + 1 if kind == _B else refs_l1
     changes = _list_changes(bits) if kind not in (_I, _SI) else ()
     changes_l1 = _list_changes(bits) if kind == _B else ()
     weighted = pps["weighted_p"] if kind in (_P, _SP) else kind == _B and pps["weighted_b"] == 1
