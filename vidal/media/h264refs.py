@@ -183,7 +183,8 @@ def _parse_picture(params: _Params, packet: memoryview) -> _Picture:
         elif kind in (2, 3, 4):
             raise Unsupported("data partitioning")
         elif kind in (1, 5):
-            head, piece = _parse_slice(_Bits(_rbsp(nal[:HEADER_BYTES])), kind, nal[0] >> 5, params)
+            ref_idc = (nal[0] >> 5) & 3
+            head, piece = _parse_slice(_Bits(_rbsp(nal[:HEADER_BYTES])), kind, ref_idc, params)
             heads.append(head)
             slices.append(piece)
     if not heads or heads[0]["first_mb"] != 0 or any(h["first_mb"] == 0 for h in heads[1:]):
@@ -379,6 +380,16 @@ class _Dpb:
             if strict:
                 raise Unsupported("more reference frames than the stream allows")
             self.held = self.held[1:]
+        self._drop_stale_gaps(pic, pic.frame_num)
+
+    def _drop_stale_gaps(self, pic: _Picture, frame_num: int) -> None:
+        """libavcodec drops a made-up frame once more frames than the window holds came
+        after it (by frame_num), at every marking."""
+        self.held = [
+            (fn, pos, poc)
+            for fn, pos, poc in self.held
+            if pos != GAP or (frame_num - fn) % pic.max_frame_num <= pic.max_refs
+        ]
 
     def fill_gap(self, pic: _Picture, last_frame_num: int) -> None:
         """libavcodec's frame_num gap: a made-up frame per missing number, sliding window."""
@@ -392,7 +403,9 @@ class _Dpb:
             poc = self.held[-1][2] + 2 if self.held and self.held[-1][2] is not None else None
             if len(self.held) >= pic.max_refs:
                 self.held = self.held[1:]
-            self.held.append(((last_frame_num + k) % pic.max_frame_num, GAP, poc))
+            frame_num = (last_frame_num + k) % pic.max_frame_num
+            self.held.append((frame_num, GAP, poc))
+            self._drop_stale_gaps(pic, frame_num)
 
 
 class H264Refs:
