@@ -24,14 +24,22 @@ from vidal.media.h264refs import H264Refs
 SOURCE = ["-f", "lavfi", "-i", "testsrc2=s=192x108:r=30:d=10"]  # 300 frames: GOPs of 250 + 50
 X264 = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]  # x264's own GOP: keyint 250, scenecut on
 CLIPS = {"default.mp4": X264, "veryfast.mp4": [*X264, "-preset", "veryfast"]}
+# stream features the reader must follow: strict pyramids, many references and B-frames,
+# temporal direct with weighted B-frames, several slices per frame
+VARIANTS = {
+    "strict.mp4": [*X264, "-x264-params", "b-pyramid=strict:bframes=5"],
+    "refs16.mp4": [*X264, "-x264-params", "ref=16:bframes=8"],
+    "temporal.mp4": [*X264, "-x264-params", "direct=temporal:weightb=1"],
+    "slices.mp4": [*X264, "-preset", "veryfast", "-x264-params", "slices=4"],
+}
 
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("h264refs")
-    for name, args in CLIPS.items():
+    for name, args in {**CLIPS, **VARIANTS}.items():
         run_ffmpeg([*SOURCE, *args, str(folder / name)])
-    return {name: str(folder / name) for name in CLIPS}
+    return {name: str(folder / name) for name in {**CLIPS, **VARIANTS}}
 
 
 @functools.cache
@@ -65,7 +73,7 @@ def _expected(path: str, indices: list[int]) -> np.ndarray:
 
 
 def test_the_clips_have_long_gops_and_b_pyramids(clips):
-    for path in clips.values():
+    for path in clips.values():  # the variants too: each is followed, none falls back
         video, refs = _facts(path)
         assert refs is not None and len(video.packets) == 300
         assert sum(p.is_keyframe for p in video.packets) == 2  # frames 0 and 250
@@ -77,14 +85,14 @@ def test_the_clips_have_long_gops_and_b_pyramids(clips):
 
 @pytest.mark.parametrize("rule", INDEX_RULES)
 @pytest.mark.parametrize("n", [8, 3, 40])
-@pytest.mark.parametrize("name", CLIPS)
+@pytest.mark.parametrize("name", [*CLIPS, *VARIANTS])
 def test_exact_frames_equal_a_full_decode(clips, name, rule, n):
     kf = sample_keyframes(clips[name], n, "exact", backend="pyav", rule=rule)
     assert kf.indices == frame_indices(300, n, rule)
     assert np.array_equal(kf.frames, _expected(clips[name], kf.indices)), f"{name} {rule} {n}"
 
 
-@pytest.mark.parametrize("name", CLIPS)
+@pytest.mark.parametrize("name", [*CLIPS, *VARIANTS])
 def test_wanted_non_reference_b_frames(clips, name):
     video, refs = _facts(clips[name])
     shown = {pts: i for i, pts in enumerate(video.display)}
@@ -98,7 +106,7 @@ def test_wanted_non_reference_b_frames(clips, name):
     assert np.array_equal(_pick(clips[name], wanted), _expected(clips[name], wanted))
 
 
-@pytest.mark.parametrize("name", CLIPS)
+@pytest.mark.parametrize("name", [*CLIPS, *VARIANTS])
 def test_each_frame_wanted_alone(clips, name):
     for i in range(0, 300, 7):
         assert np.array_equal(_pick(clips[name], [i]), _expected(clips[name], [i])), i
