@@ -7,10 +7,14 @@ Knowing each frame's reference lists tells which of them the wanted frames need,
 others can be skipped with the wanted frames still bit-identical to a full decode.
 
 Only what the slice headers state is used: the sliding-window and MMCO-1 bookkeeping of the
-short-term references, each P slice's list after its modifications, truncated to its active
-count, and for B slices every short-term reference held (their default order needs picture
-order counts, and they are few). Anything else (fields, long-term references, MMCO 5, frame
-number gaps, slice groups, Annex B streams) gives None, and the caller decodes as before.
+short-term references, picture order counts (types 0 and 2), and each slice's lists (P by
+frame number, B by display order) after their modifications, truncated to their active
+counts. Anything else (fields, long-term references, MMCO 2-6, frame number gaps, slice
+groups, Annex B streams) gives None, and the caller decodes as before.
+
+A skip is only taken where a replay of libavcodec's own bookkeeping under it (the made-up
+frames it inserts for skipped reference frames, with their display order, stale ones
+dropped) gives every needed frame the very references it has in a full decode.
 """
 
 from __future__ import annotations
