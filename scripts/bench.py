@@ -142,15 +142,17 @@ class Timer:
         self.wall, self.cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
 
 
-def measure_single(paths: list[Path], tmp: Path) -> dict[str, dict]:
+def measure_single(paths: list[Path], tmp: Path, only_keyframes: bool = False) -> dict:
     """Wall and CPU seconds per measurement, summed over the clips; each clip runs every
     measurement in turn, so a burst of load elsewhere hits them all alike."""
-    jobs = {REFERENCE: full_decode, "probe (PyAV)": probe, **keyframe_jobs()}
-    jobs["audio (extract_audio)"] = lambda p: extract_audio(p, tmp / "a.flac", 16000)
-    jobs["clip encode (encode_clip)"] = lambda p: encode_clip(
-        p, tmp / "c.mp4", SIZE, encode_settings(probe(p).duration), has_audio=True
-    )
-    jobs["one pass: keyframes + FLAC + mp4"] = lambda p: one_pass(p, tmp)
+    jobs = {REFERENCE: full_decode, **keyframe_jobs()}
+    if not only_keyframes:
+        jobs["probe (PyAV)"] = probe
+        jobs["audio (extract_audio)"] = lambda p: extract_audio(p, tmp / "a.flac", 16000)
+        jobs["clip encode (encode_clip)"] = lambda p: encode_clip(
+            p, tmp / "c.mp4", SIZE, encode_settings(probe(p).duration), has_audio=True
+        )
+        jobs["one pass: keyframes + FLAC + mp4"] = lambda p: one_pass(p, tmp)
     totals = {name: {"wall": 0.0, "cpu": 0.0} for name in jobs}
     for k, path in enumerate(paths):
         for name, fn in jobs.items():
@@ -554,12 +556,70 @@ def _ok(good: bool) -> str:
     return "[green]ok[/]" if good else "[red]missed[/]"
 
 
+def keyframes_only(corpora: dict[str, list[Path]], out: Path) -> int:
+    """`--only keyframes`: the reference and the keyframe samplers on both corpora, the
+    corpora interleaved clip by clip so that load from elsewhere hits both alike."""
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        single = {name: {} for name in corpora}
+        for pair in zip(*corpora.values(), strict=True):
+            for name, path in zip(corpora, pair, strict=True):
+                _add(single[name], measure_single([path], Path(tmp), only_keyframes=True))
+    report = {"load_average": [load_before, os.getloadavg()], "cores": os.cpu_count()}
+    for name, totals in single.items():
+        ref = totals[REFERENCE]
+        rows = {k: _rates(len(corpora[name]), t["wall"], t["cpu"], ref) for k, t in totals.items()}
+        report[name] = {"clips": len(corpora[name]), "single_process": rows}
+    (out / "bench-keyframes.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    print_keyframes(report, corpora)
+    return 0
+
+
+def _add(totals: dict, more: dict) -> None:
+    for name, t in more.items():
+        row = totals.setdefault(name, {"wall": 0.0, "cpu": 0.0})
+        row["wall"] += t["wall"]
+        row["cpu"] += t["cpu"]
+
+
+def print_keyframes(report: dict, corpora: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    load = ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(*report["load_average"], strict=True))
+    table = Table(
+        title=f"keyframes vs {REFERENCE}, {report['cores']} cores, load average "
+        f"(1/5/15 min, before/after) {load}",
+        header_style="bold",
+    )
+    for col in ("corpus", "measurement", "CPU s", "ratio (CPU)", "ratio (wall)", "target"):
+        table.add_column(col, justify="left" if col in ("corpus", "measurement") else "right")
+    for corpus in corpora:
+        for name, row in report[corpus]["single_process"].items():
+            target = _target(name)
+            mark = (
+                "" if target > 1e9 else f"≤ {target}× " + _ok(row["cpu_vs_full_decode"] <= target)
+            )
+            table.add_row(
+                f"{corpus} ({report[corpus]['clips']} clips)", name, f"{row['cpu_s']:.1f}",
+                f"{row['cpu_vs_full_decode']:.3f}×", f"{row['wall_vs_full_decode']:.3f}×", mark,
+            )  # fmt: skip
+    Console(width=max(150, Console().width)).print(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=200, help="clips per corpus (default 200)")
     parser.add_argument("--out", default="bench-out", help="output folder (clips cached inside)")
     parser.add_argument("--shards", type=int, default=8, help="shards of the build (default 8)")
     parser.add_argument("--encoder-clips", type=int, default=20, help="clips of the encoder sweep")
+    parser.add_argument(
+        "--only",
+        choices=["keyframes"],
+        help="keyframes: only the full-decode reference and the keyframe samplers, on both "
+        "corpora (no build, limit or encoder sweep); to <out>/bench-keyframes.json",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -569,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
             out / "clips-longgop", args.clips, keyint_s=None
         ),
     }
+    if args.only == "keyframes":
+        return keyframes_only(corpora, out)
     report = {}
     for corpus, paths in corpora.items():
         with tempfile.TemporaryDirectory(dir=out) as tmp:

@@ -7,8 +7,10 @@ those, the nearest keyframe (I-frame), which decodes alone and so is far cheaper
 The default backend (PyAV) demuxes the video once, keeping its packets, and then decodes only
 what the targets need: from the keyframe before a target up to the target's own packet, with
 the decoder told to skip non-reference frames that are not targets (nothing else refers to
-them, so the targets come out bit-identical to a full decode). Targets that share a GOP share
-one forward pass. Streams whose timestamps cannot give display order (AVI with B-frames, raw
+them, so the targets come out bit-identical to a full decode). On H.264 it also skips the
+reference frames no target needs (the reference B-frames of x264's B-pyramid, most of a long
+GOP's B-frames), as the slice headers tell (vidal.media.h264refs). Targets that share a GOP
+share one forward pass. Streams whose timestamps cannot give display order (AVI with B-frames, raw
 streams) are decoded in full instead, as is any stream a target does not come out of.
 
 decord (LanguageBind's reader) remains as a backend for comparison; it also counts frames an
@@ -26,6 +28,7 @@ import numpy as np
 
 from vidal.media.container import open_media, vet_for_decord
 from vidal.media.ffmpeg import MediaError
+from vidal.media.h264refs import H264Refs
 
 MODES = ("exact", "snap")
 BACKENDS = ("auto", "pyav", "decord")
@@ -308,10 +311,14 @@ def _pick_by_pts(context, video: _Video, indices: list[int], snap: bool):
     # a keyframe decodes alone: each gets its own run (and a fresh decoder, as an open-GOP
     # I-frame fed right after another one upsets h264's reference bookkeeping)
     runs = [(video.where[t], [t]) for t in wanted] if snap else _runs(video, wanted)
+    refs = None if snap else _h264_refs(context, video.packets)
     found = {}
     for start, targets in runs:
         last = max(video.where[t] for t in targets)
-        found.update(_decode_run(context, video.packets[start : last + 1], set(targets)))
+        run = video.packets[start : last + 1]
+        plain = [_skip_level(p, targets) for p in run]
+        levels = refs and refs.skip_levels(start, last + 1, {video.where[t] for t in targets})
+        found.update(_decode_guarded(context, run, levels or plain, plain, set(targets)))
     return indices, [found[video.display[i]] for i in indices]
 
 
@@ -331,17 +338,42 @@ def _runs(video: _Video, wanted: list[int]) -> list[tuple[int, list[int]]]:
     return runs
 
 
-def _decode_run(context, packets: list, targets: set[int]) -> dict:
-    """{pts: frame} of the targets, from `packets` (decode order, a keyframe first).
+def _h264_refs(context, packets: list) -> H264Refs | None:
+    """What each frame refers to, where the stream is H.264 that `H264Refs` can follow."""
+    return H264Refs.read(context.extradata, packets) if context.name == "h264" else None
 
-    Non-reference frames that are not targets are skipped: no other frame refers to them, so
-    the targets come out exactly as in a full decode. The target itself may be such a frame,
-    and display order differs from decode order, so the switch is made per packet.
+
+def _skip_level(packet, targets: list[int]) -> str:
+    """Without reference facts: skip only the non-reference frames that are not targets (no
+    other frame refers to them, so the targets come out exactly as in a full decode)."""
+    return "DEFAULT" if packet.pts in targets else "NONREF"
+
+
+def _decode_guarded(context, packets: list, levels: list, plain: list, targets: set) -> dict:
+    """`_decode_run` with `levels`; should the decoder object to what they skip (a stream
+    whose headers misled `H264Refs`), once more with only the non-reference skips."""
+    import av
+
+    try:
+        return _decode_run(context, packets, levels, targets)
+    except (MediaError, av.error.FFmpegError):
+        if levels is plain:
+            raise
+        context.flush_buffers()
+        return _decode_run(context, packets, plain, targets)
+
+
+def _decode_run(context, packets: list, levels: list[str], targets: set[int]) -> dict:
+    """{pts: frame} of the targets, from `packets` (decode order, a keyframe first), each
+    packet decoded under its skip_frame level (`levels`).
+
+    The level is set per packet: display order differs from decode order, and a target may
+    be a frame that the packets around it skip.
     """
     found = {}
-    for packet in [*packets, None]:  # None drains the frames the decoder holds for reordering
-        if packet is not None:
-            context.skip_frame = "DEFAULT" if packet.pts in targets else "NONREF"
+    for packet, level in [*zip(packets, levels, strict=True), (None, None)]:
+        if level is not None:  # None drains the frames the decoder holds for reordering
+            context.skip_frame = level
         found.update((f.pts, f) for f in context.decode(packet) if f.pts in targets)
     context.flush_buffers()  # ready for the next run, which starts at a keyframe
     if targets - found.keys():
