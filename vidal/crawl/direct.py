@@ -6,7 +6,8 @@ result per file. Here a direct link is one GET through `vidal.net.open_url` (eve
 vetted, every redirect hop re-vetted, credentials kept to their origin), streamed to a temp
 file under the size cap, checked by its first bytes (a real container's magic; text such as an
 HTML page or a playlist is `not_video`), checked for truncation against Content-Length, and
-described by `vidal.media.probe` (the container header: no frame is decoded).
+described by its container header (an MP4's boxes read by `vidal.media.mp4_header`, any other
+file opened by `vidal.media.probe`; no frame is decoded).
 
 A link is direct when its path ends in a media extension, or (for URL-list rows that no
 dedicated yt-dlp extractor claims: never a platform's page, which would only cost it an extra

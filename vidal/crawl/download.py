@@ -4,7 +4,7 @@ backoff through a global rate limit, and the file verified as video before it co
 The flow of one attempt: reserve a slot from the platform's rate limiter, let yt-dlp extract and
 download into a private temp folder (output name fixed by us, so no id ever becomes a path),
 abort from yt-dlp's own hooks as soon as the duration or the byte count passes its cap, find the
-file yt-dlp actually wrote (a merge or a remux may change its extension), probe it with PyAV,
+file yt-dlp actually wrote (a merge or a remux may change its extension), read its header,
 and copy it into the store atomically. A failure is classified (`taxonomy`); rate limits and
 network errors are retried with exponential backoff and jitter (at least the server's
 Retry-After, which also pauses the platform for every worker), the rest are final.
@@ -61,7 +61,7 @@ class DownloadOptions:
     sleep_requests: float | None = None  # yt-dlp: seconds between extraction requests
     impersonate: str | None = None  # yt-dlp client impersonation target, e.g. "chrome"
     ytdlp: dict[str, Any] = field(default_factory=dict)  # any other yt-dlp option, verbatim
-    verify: bool = True  # probe the file's header with PyAV before marking it downloaded
+    verify: bool = True  # read the file's container header before marking it downloaded
     # direct media links (a media extension, or a video/* answer to a URL-list row) by plain
     # streaming HTTP instead of yt-dlp; off, or with cookies/proxies/impersonate/ytdlp set
     # (which only yt-dlp honours), every URL goes through yt-dlp
@@ -397,6 +397,7 @@ def written_file(info: dict, folder: str, recorder: Recorder, opts: DownloadOpti
 def _verified(path: str, info: dict, opts: DownloadOptions) -> Downloaded:
     from vidal.crawl.search import candidate
     from vidal.media.ffmpeg import MediaError
+    from vidal.media.mp4_header import read_header
     from vidal.media.probe import probe
 
     size = os.path.getsize(path)
@@ -408,8 +409,8 @@ def _verified(path: str, info: dict, opts: DownloadOptions) -> Downloaded:
         raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{kind}, not a media container"))
     probed = None
     if opts.verify:
-        try:
-            probed = probe(path).to_dict()
+        try:  # an MP4's own boxes where they say it plainly (no PyAV open), else PyAV
+            probed = read_header(path) or probe(path).to_dict()
         except MediaError as exc:
             raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{exc.reason}: {exc.detail}")) from exc
         if probed["duration"] > opts.max_duration:
