@@ -17,7 +17,6 @@ yt-dlp.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import threading
 import urllib.parse
@@ -108,16 +107,16 @@ def is_video_response(response: net.Response) -> bool:
     return str(response.headers.get("Content-Type") or "").lower().startswith("video/")
 
 
-def stream_to_file(response: net.Response, folder: str, url: str, max_bytes: int) -> str:
-    """The body into `folder/media.EXT`, checked as it arrives: announced and received size
-    against the cap, the first bytes against text and container magic, the end against the
-    announced length. Returns the path; raises DirectFailure."""
+def stream_to_file(response: net.Response, path: str, url: str, max_bytes: int) -> str:
+    """The body into `path`, checked as it arrives: announced and received size against the
+    cap, the first bytes against text and container magic, the end against the announced
+    length. Returns the extension its magic (and the URL) say; raises DirectFailure, and the
+    caller removes what was written."""
     length = _content_length(response)
     if length is not None and length > max_bytes:
         raise _fail(taxonomy.TOO_LARGE, f"{length} bytes announced > {max_bytes}")
     head = _read_head(response)
     ext = _checked_container(head, response, url)
-    path = os.path.join(folder, "media" + ext)
     got = len(head)
     with open(path, "wb") as out:
         out.write(head)
@@ -128,7 +127,7 @@ def stream_to_file(response: net.Response, folder: str, url: str, max_bytes: int
             out.write(chunk)
     if length is not None and got < length:  # the connection ended early: worth a retry
         raise _fail(taxonomy.NETWORK, f"{got} bytes received, {length - got} more expected")
-    return path
+    return ext
 
 
 def _content_length(response: net.Response) -> int | None:
