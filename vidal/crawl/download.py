@@ -151,7 +151,9 @@ def download(
     rng = random.Random(f"{seed}|{url}")
     failure: Failure | None = None
     for attempt in range(1, max(1, opts.attempts) + 1):
-        sleep(max(0.0, limiter.reserve(bucket)))
+        wait = limiter.reserve(bucket)
+        if wait > 0:  # no sleep(0) per download when unlimited: it only hands the GIL away
+            sleep(wait)
         proxy = pick_proxy(opts.proxies, seed, attempt)
         try:
             sniff = platform == "url"

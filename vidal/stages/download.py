@@ -50,6 +50,9 @@ class DownloadStage(Stage, DownloadOptions):
         self.workdir = self.tmp_dir or tempfile.gettempdir()
         self.policy = net.UrlPolicy(allow_private=ctx.allow_private_addresses)
         os.makedirs(self.workdir, exist_ok=True)
+        # the lineage every download records, hashed once (its config does not change after
+        # setup: `ready_stage` keys a set-up stage by it); ~0.7 ms a sample otherwise
+        self._batch_lineage = self.lineage()
 
     def process_batch(self, batch: list[Sample]) -> list[Sample]:
         """The batch's downloads (on the stage's threads), then their files made durable and
