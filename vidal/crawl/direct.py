@@ -24,10 +24,10 @@ import urllib.parse
 from vidal import net
 from vidal.crawl import taxonomy
 from vidal.crawl.taxonomy import Failure
+from vidal.io.uncached import UncachedWriter
 
 MEDIA_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".flv", ".ts", ".mpg")
 MEDIA_EXTENSIONS += (".mpeg", ".ogv", ".3gp")
-CHUNK = 1 << 20
 HEAD_BYTES = 2048  # enough for every magic below and for `net.text_body`
 # families of extensions one container magic may carry: the URL's own one is kept if it fits
 _FAMILIES = {".mp4": (".mp4", ".m4v", ".mov", ".3gp"), ".mkv": (".mkv", ".webm")}
@@ -117,14 +117,13 @@ def stream_to_file(response: net.Response, path: str, url: str, max_bytes: int) 
         raise _fail(taxonomy.TOO_LARGE, f"{length} bytes announced > {max_bytes}")
     head = _read_head(response)
     ext = _checked_container(head, response, url)
-    got = len(head)
-    with open(path, "wb") as out:
+    with UncachedWriter(path) as out:  # media read much later: around the page cache
         out.write(head)
-        while chunk := response.read(CHUNK):
-            got += len(chunk)
-            if got > max_bytes:
-                raise _fail(taxonomy.TOO_LARGE, f"{got} bytes > {max_bytes} (stopped)")
-            out.write(chunk)
+        while n := response.readinto(out.space()):  # socket to the write buffer, no copy
+            if out.size + n > max_bytes:
+                raise _fail(taxonomy.TOO_LARGE, f"{out.size + n} bytes > {max_bytes} (stopped)")
+            out.filled(n)
+    got = out.size
     if length is not None and got < length:  # the connection ended early: worth a retry
         raise _fail(taxonomy.NETWORK, f"{got} bytes received, {length - got} more expected")
     return ext
