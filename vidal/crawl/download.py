@@ -226,7 +226,8 @@ def direct_attempt(
         response = response or direct.open_media(url, policy, opts.socket_timeout)
         with response:
             ext = direct.stream_to_file(response, path, url, opts.max_bytes)
-        return _verified(path, direct.direct_info(url, ext, None), opts, ext)
+        info = direct.direct_info(url, ext, None)
+        return _verified(path, info, opts, ext, head_checked=True)  # as it arrived
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -409,7 +410,9 @@ def written_file(info: dict, folder: str, recorder: Recorder, opts: DownloadOpti
     raise CapExceeded(Failure(taxonomy.classify_message(detail), detail))
 
 
-def _verified(path: str, info: dict, opts: DownloadOptions, ext: str = "") -> Downloaded:
+def _verified(
+    path: str, info: dict, opts: DownloadOptions, ext: str = "", head_checked: bool = False
+) -> Downloaded:
     from vidal.crawl.search import candidate
     from vidal.media.ffmpeg import MediaError
     from vidal.media.mp4_header import read_header
@@ -418,10 +421,11 @@ def _verified(path: str, info: dict, opts: DownloadOptions, ext: str = "") -> Do
     size = os.path.getsize(path)
     if size > opts.max_bytes:
         raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
-    with open(path, "rb") as head:  # by content: a name says nothing about what a file is
-        kind = net.text_body(head.read(2048))
-    if kind:
-        raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{kind}, not a media container"))
+    if not head_checked:
+        with open(path, "rb") as head:  # by content: a name says nothing about what it is
+            kind = net.text_body(head.read(2048))
+        if kind:
+            raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{kind}, not a media container"))
     probed = None
     if opts.verify:
         try:  # an MP4's own boxes where they say it plainly (no PyAV open), else PyAV
