@@ -5,7 +5,7 @@ new page costs the kernel an allocation (on the 2-core VM this was measured on, 
 system CPU per 1.4 MB clip: more than fetching the clip) and pushes out pages other work
 needs. With O_DIRECT the bytes go from an aligned buffer straight to the disk. The buffer is
 filled in place (`space()`, then `filled(n)`: a socket's `readinto` needs no extra copy) and
-written a whole chunk at a time; the last block is padded, and the file cut to its true size.
+written a whole chunk at a time; the tail of under a block goes through the page cache.
 Where O_DIRECT is refused (tmpfs, some network file systems: at open, or at the first write)
 the same calls write through the page cache. Durability stays the caller's fsync.
 """
@@ -91,22 +91,29 @@ class UncachedWriter:
             if not self.direct or exc.errno != errno.EINVAL:
                 raise
         self.direct = False  # the file system takes O_DIRECT at open but not this write
-        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+        self._buffered()
         return os.write(self.fd, view)
 
+    def _buffered(self) -> None:
+        """Writes from here on go through the page cache."""
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+
     def close(self) -> None:
-        """The last bytes written (a direct write padded with zeros to a whole block, then the
-        file cut to `size`) and the file closed."""
+        """The last bytes written (the whole blocks directly, the tail of under a block
+        through the page cache: a padded direct write would need the file cut back after,
+        which costs more) and the file closed."""
         if self._buf is None:
             return
         try:
             fill = self._fill
-            if fill:
-                length = -(-fill // BLOCK) * BLOCK if self.direct else fill
-                self._view[fill:length] = bytes(length - fill)
-                self._flush(length)
-                if length > fill:
-                    os.ftruncate(self.fd, self.size)
+            whole = fill // BLOCK * BLOCK if self.direct else fill
+            if whole:
+                self._flush(whole)
+            if fill > whole:
+                self._buffered()
+                view = self._view[whole:fill]
+                while view:
+                    view = view[os.write(self.fd, view) :]
         finally:
             self._release()
 
