@@ -30,8 +30,10 @@ def fill_like_a_socket(writer: UncachedWriter, data: bytes, seed: int) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_written_file_holds_exactly_the_bytes(tmp_path, size):
     data = os.urandom(size)
-    with UncachedWriter(str(tmp_path / "a.bin")) as writer:
+    with UncachedWriter(str(tmp_path / "a.bin"), keep=5000) as writer:
         fill_like_a_socket(writer, data, size)
+    assert bytes(writer.first) == data[:5000]  # the ends, kept for a header read
+    assert writer.last == (data[-5000:] if size else b"")
     with UncachedWriter(str(tmp_path / "b.bin")) as other:  # `write` too, with a reused buffer
         other.write(data[: size // 3])
         other.write(data[size // 3 :])

@@ -76,3 +76,16 @@ def test_header_of_broken_files_is_none(tmp_path):
     empty.write_bytes(b"")
     for path in (cut, text, empty, tmp_path / "missing.mp4"):
         assert read_header(path) is None, path.name
+
+
+def test_header_from_the_ends_a_download_kept(tmp_path):
+    """A caller holding the file's first and last bytes gets the header from them: the
+    file's middle is never read (here it is zeros, and the answer is still right)."""
+    path = Path(_made(tmp_path, "moov_last", DESCRIBED["ntsc_rate_audio_moov_last"]))
+    fast = Path(_made(tmp_path, "moov_first", DESCRIBED["faststart_odd_size"]))
+    for made in (path, fast):
+        data, keep = made.read_bytes(), 64 * 1024
+        expected = read_header(made)
+        first, last = data[:keep], data[-keep:]
+        made.write_bytes(bytes(len(data)))
+        assert read_header(made, first, last) == expected

@@ -29,6 +29,7 @@ from vidal.io.uncached import UncachedWriter
 MEDIA_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".flv", ".ts", ".mpg")
 MEDIA_EXTENSIONS += (".mpeg", ".ogv", ".3gp")
 HEAD_BYTES = 2048  # enough for every magic below and for `net.text_body`
+KEEP = 256 * 1024  # first and last bytes kept in memory: an MP4's moov is at one end or other
 # families of extensions one container magic may carry: the URL's own one is kept if it fits
 _FAMILIES = {".mp4": (".mp4", ".m4v", ".mov", ".3gp"), ".mkv": (".mkv", ".webm")}
 
@@ -107,17 +108,20 @@ def is_video_response(response: net.Response) -> bool:
     return str(response.headers.get("Content-Type") or "").lower().startswith("video/")
 
 
-def stream_to_file(response: net.Response, path: str, url: str, max_bytes: int) -> str:
+def stream_to_file(
+    response: net.Response, path: str, url: str, max_bytes: int
+) -> tuple[str, tuple[bytes, bytes]]:
     """The body into `path`, checked as it arrives: announced and received size against the
     cap, the first bytes against text and container magic, the end against the announced
-    length. Returns the extension its magic (and the URL) say; raises DirectFailure, and the
+    length. Returns the extension its magic (and the URL) say, and the file's first and last
+    `KEEP` bytes (its container header is read from them); raises DirectFailure, and the
     caller removes what was written."""
     length = _content_length(response)
     if length is not None and length > max_bytes:
         raise _fail(taxonomy.TOO_LARGE, f"{length} bytes announced > {max_bytes}")
     head = _read_head(response)
     ext = _checked_container(head, response, url)
-    with UncachedWriter(path) as out:  # media read much later: around the page cache
+    with UncachedWriter(path, KEEP) as out:  # media read much later: around the page cache
         out.write(head)
         while n := response.readinto(out.space()):  # socket to the write buffer, no copy
             if out.size + n > max_bytes:
@@ -126,7 +130,7 @@ def stream_to_file(response: net.Response, path: str, url: str, max_bytes: int) 
     got = out.size
     if length is not None and got < length:  # the connection ended early: worth a retry
         raise _fail(taxonomy.NETWORK, f"{got} bytes received, {length - got} more expected")
-    return ext
+    return ext, (bytes(out.first), out.last)
 
 
 def _content_length(response: net.Response) -> int | None:

@@ -225,9 +225,9 @@ def direct_attempt(
     try:
         response = response or direct.open_media(url, policy, opts.socket_timeout)
         with response:
-            ext = direct.stream_to_file(response, path, url, opts.max_bytes)
+            ext, ends = direct.stream_to_file(response, path, url, opts.max_bytes)
         info = direct.direct_info(url, ext, None)
-        return _verified(path, info, opts, ext, head_checked=True)  # as it arrived
+        return _verified(path, info, opts, ext, ends)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -411,8 +411,10 @@ def written_file(info: dict, folder: str, recorder: Recorder, opts: DownloadOpti
 
 
 def _verified(
-    path: str, info: dict, opts: DownloadOptions, ext: str = "", head_checked: bool = False
+    path: str, info: dict, opts: DownloadOptions, ext: str = "", ends: tuple | None = None
 ) -> Downloaded:
+    """The file checked by content and described from its header. `ends`: a direct
+    download's first and last bytes, held in memory (its head was checked as it arrived)."""
     from vidal.crawl.search import candidate
     from vidal.media.ffmpeg import MediaError
     from vidal.media.mp4_header import read_header
@@ -421,7 +423,7 @@ def _verified(
     size = os.path.getsize(path)
     if size > opts.max_bytes:
         raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
-    if not head_checked:
+    if ends is None:
         with open(path, "rb") as head:  # by content: a name says nothing about what it is
             kind = net.text_body(head.read(2048))
         if kind:
@@ -429,7 +431,7 @@ def _verified(
     probed = None
     if opts.verify:
         try:  # an MP4's own boxes where they say it plainly (no PyAV open), else PyAV
-            probed = read_header(path) or probe(path).to_dict()
+            probed = read_header(path, *(ends or ())) or probe(path).to_dict()
         except MediaError as exc:
             raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{exc.reason}: {exc.detail}")) from exc
         if probed["duration"] > opts.max_duration:

@@ -44,7 +44,7 @@ class UncachedWriter:
     """A new file at `path` (truncated if it exists), written around the page cache where the
     file system allows it. Use as a context manager; `size` is what was written."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, keep: int = 0):
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
         self.direct = hasattr(os, "O_DIRECT")
         try:
@@ -58,6 +58,8 @@ class UncachedWriter:
         self._view = memoryview(self._buf)
         self._fill = 0
         self.size = 0
+        self.keep = keep  # the first and last `keep` bytes written stay in memory:
+        self.first, self.last = bytearray(), b""  # for a header read without a disk read
 
     def space(self) -> memoryview:
         """Where the next bytes go (fill it, then call `filled`)."""
@@ -80,9 +82,21 @@ class UncachedWriter:
 
     def _flush(self, length: int) -> None:
         view = self._view[:length]
+        self._kept(view)
         while view:
             view = view[self._write(view) :]
         self._fill = 0
+
+    def _kept(self, data: memoryview) -> None:
+        """`first` and `last` updated with the next bytes written."""
+        if not self.keep:
+            return
+        if len(self.first) < self.keep:
+            self.first += data[: self.keep - len(self.first)]
+        if len(data) >= self.keep:
+            self.last = bytes(data[-self.keep :])
+        else:
+            self.last = (self.last + data)[-self.keep :]
 
     def _write(self, view: memoryview) -> int:
         try:
@@ -112,6 +126,7 @@ class UncachedWriter:
             if fill > whole:
                 self._buffered()
                 view = self._view[whole:fill]
+                self._kept(view)
                 while view:
                     view = view[os.write(self.fd, view) :]
         finally:

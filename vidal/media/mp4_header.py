@@ -34,33 +34,62 @@ class _Unreadable(Exception):
     """The header holds something this reader leaves to PyAV."""
 
 
-def read_header(path: str | os.PathLike) -> dict | None:
+def read_header(path: str | os.PathLike, first: bytes = b"", last: bytes = b"") -> dict | None:
     """duration, fps, width, height, num_frames, video_codec, has_audio, container and
     size_bytes (the keys `ProbeResult.to_dict()` shares) of an MP4/MOV file; None when the
-    file is not one this reader describes with confidence."""
+    file is not one this reader describes with confidence. `first` and `last`: the file's
+    first and last bytes where the caller still holds them (a download just written): boxes
+    inside them are not read from the file again."""
     path = os.fspath(path)
     try:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            moov = _find_moov(f, size)
+        with _Reader(path, first, last) as f:
+            moov = _find_moov(f)
             if moov is None:
                 return None
             tracks = [_track(body) for kind, body in _boxes(moov) if kind == b"trak"]
-            return _described(_only(moov, b"mvhd"), tracks, size)
+            return _described(_only(moov, b"mvhd"), tracks, f.size)
     except (_Unreadable, struct.error, ValueError, IndexError, KeyError, ZeroDivisionError):
         return None  # a box missing, short or odd: PyAV decides
     except (OSError, RecursionError):  # unreadable file, boxes nested without end
         return None
 
 
-def _find_moov(f, size: int) -> bytes | None:
+class _Reader:
+    """Byte ranges of the file, from `first`/`last` when they hold the range, else read from
+    the file (opened on the first such read)."""
+
+    def __init__(self, path: str, first: bytes, last: bytes):
+        self.path, self.first, self.last = path, first, last
+        self.size = os.path.getsize(path)
+        self._file = None
+
+    def read_at(self, offset: int, n: int) -> bytes:
+        end = min(offset + n, self.size)
+        if end <= len(self.first):
+            return self.first[offset:end]
+        tail_start = self.size - len(self.last)
+        if offset >= tail_start:
+            return self.last[offset - tail_start : end - tail_start]
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115 (closed by __exit__)
+        self._file.seek(offset)
+        return self._file.read(end - offset)
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def _find_moov(f: _Reader) -> bytes | None:
     """The body of the top-level moov box (before or after the media data)."""
-    offset = 0
+    offset, size = 0, f.size
     for _ in range(MAX_TOP_BOXES):
         if offset + 8 > size:
             return None
-        f.seek(offset)
-        head = f.read(16)
+        head = f.read_at(offset, 16)
         box_size, kind = struct.unpack(">I4s", head[:8])
         header = 8
         if box_size == 1:
@@ -74,8 +103,7 @@ def _find_moov(f, size: int) -> bytes | None:
         if kind == b"moov":
             if box_size > MAX_MOOV_BYTES:
                 return None
-            f.seek(offset + header)
-            return f.read(box_size - header)
+            return f.read_at(offset + header, box_size - header)
         offset += box_size
     return None
 
