@@ -29,7 +29,9 @@ from vidal.io.uncached import UncachedWriter
 MEDIA_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".flv", ".ts", ".mpg")
 MEDIA_EXTENSIONS += (".mpeg", ".ogv", ".3gp")
 HEAD_BYTES = 2048  # enough for every magic below and for `net.text_body`
-KEEP = 256 * 1024  # first and last bytes kept in memory: an MP4's moov is at one end or other
+# first and last bytes kept in memory: an MP4's moov is at one end or the other (~25 KB for a
+# 20 s clip); under glibc's 128 KiB mmap threshold, so the copies reuse heap memory
+KEEP = 64 * 1024
 # families of extensions one container magic may carry: the URL's own one is kept if it fits
 _FAMILIES = {".mp4": (".mp4", ".m4v", ".mov", ".3gp"), ".mkv": (".mkv", ".webm")}
 
@@ -130,7 +132,7 @@ def stream_to_file(
     got = out.size
     if length is not None and got < length:  # the connection ended early: worth a retry
         raise _fail(taxonomy.NETWORK, f"{got} bytes received, {length - got} more expected")
-    return ext, (bytes(out.first), out.last)
+    return ext, (out.first, out.last)
 
 
 def _content_length(response: net.Response) -> int | None:
