@@ -66,10 +66,10 @@ class _Reader:
     def read_at(self, offset: int, n: int) -> bytes:
         end = min(offset + n, self.size)
         if end <= len(self.first):
-            return self.first[offset:end]
+            return bytes(self.first[offset:end])  # bytes: box types are looked up in sets
         tail_start = self.size - len(self.last)
         if offset >= tail_start:
-            return self.last[offset - tail_start : end - tail_start]
+            return bytes(self.last[offset - tail_start : end - tail_start])
         if self._file is None:
             self._file = open(self.path, "rb")  # noqa: SIM115 (closed by __exit__)
         self._file.seek(offset)
