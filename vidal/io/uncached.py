@@ -46,14 +46,15 @@ class UncachedWriter:
 
     def __init__(self, path: str, keep: int = 0):
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        mode = 0o666  # as open() creates files: the umask applies
         self.direct = hasattr(os, "O_DIRECT")
         try:
-            self.fd = os.open(path, flags | (os.O_DIRECT if self.direct else 0), 0o644)
+            self.fd = os.open(path, flags | (os.O_DIRECT if self.direct else 0), mode)
         except OSError as exc:
             if not self.direct or exc.errno != errno.EINVAL:
                 raise
             self.direct = False
-            self.fd = os.open(path, flags, 0o644)
+            self.fd = os.open(path, flags, mode)
         self._buf = _take_buffer()
         self._view = memoryview(self._buf)
         self._fill = 0
