@@ -167,6 +167,10 @@ class Response:
         # http.client reads to EOF on a negative size, which a keep-alive server never sends
         return self._raw.read(None if n is None or n < 0 else n)
 
+    def readinto(self, buffer) -> int:
+        """Up to len(buffer) bytes of the body into `buffer`; 0 at its end."""
+        return self._raw.readinto(buffer)
+
     def close(self) -> None:
         self._raw.close()
         self._conn.close()

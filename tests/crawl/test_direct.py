@@ -11,7 +11,11 @@ import pytest
 from tests.crawl.conftest import BIG_BYTES, CAP_BYTES
 from vidal.crawl import download
 from vidal.crawl.direct import claimed_by_platform, container_of, media_extension
+from vidal.io.store import is_temp, temp_name
 from vidal.run.crawl import run_crawl
+from vidal.sample import Sample
+from vidal.stages.base import StageContext
+from vidal.stages.download import DownloadStage
 
 ATTEMPTS = 2
 # kind -> (status or failure reason, media requests it must cost)
@@ -112,3 +116,32 @@ def test_what_counts_as_direct():
     # the platform's limits): yt-dlp reads it
     assert claimed_by_platform("https://www.youtube.com/watch?v=Qz7pL2wXk9A")
     assert not claimed_by_platform("https://cdn.example.com/v/1234?sig=x")
+
+
+def test_files_land_only_when_their_batch_commits(server, tmp_path):
+    """Until the batch's commit (fsync, rename) a downloaded file is a temp file in raw/: a
+    crash there leaves nothing that looks finished; the commit lands every file whole."""
+    stage = DownloadStage(threads=2, rate_per_s=0, attempts=1)
+    stage.setup(StageContext(out=str(tmp_path / "out"), allow_private_addresses=True))
+    samples = [
+        Sample(key=f"k{i}", shard=0, source=server.url(f"/m/ok-c{i}.mp4"), meta={})
+        for i in range(3)
+    ]
+    for sample in samples:
+        stage.run_guarded(sample)  # the download step of process_batch, without its commit
+    raw = tmp_path / "out" / "raw"
+    assert len(list(raw.iterdir())) == 3 and all(is_temp(p.name) for p in raw.iterdir())
+    stage.commit(samples)
+    assert sorted(p.name for p in raw.iterdir()) == ["k0.mp4", "k1.mp4", "k2.mp4"]
+    assert all(p.read_bytes() == server.clip for p in raw.iterdir())
+    assert all("staged" not in s.fields["download"] for s in samples)  # never recorded
+
+
+def test_a_killed_runs_uncommitted_downloads_are_swept(server, crawl_config, tmp_path):
+    leftover = tmp_path / "out" / "raw" / temp_name("k0")
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(server.clip[:1000])
+    outcome, rows = crawl_rows(server, crawl_config, tmp_path, [server.url("/m/ok-a.mp4")])
+    assert outcome.counts["downloaded"] == 1 and not leftover.exists()
+    kept = [r["path"] for r in rows.values()]
+    assert sorted(f"raw/{p.name}" for p in leftover.parent.iterdir()) == kept

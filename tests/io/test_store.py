@@ -189,3 +189,18 @@ def test_json_round_trip_and_corrupt_marker_reads_as_absent(tmp_path):
     assert store.read_json("missing.json") is None
     (tmp_path / "bad.json").write_text('{"half":')
     assert store.read_json("bad.json") is None
+
+
+def test_commit_local_lands_a_batch_and_reports_each_failure(tmp_path):
+    store = Store(str(tmp_path))
+    moves = []
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        tmp = store.local_temp(f"raw/{name}")
+        with open(tmp, "wb") as f:
+            f.write(name.encode())
+        moves.append((tmp, f"raw/{name}"))
+    (tmp_path / "raw" / "b.mp4").mkdir()  # b cannot land: a folder holds its name
+    errors = store.commit_local(moves)
+    assert errors[0] is None and errors[2] is None and isinstance(errors[1], OSError)
+    assert _all_files(tmp_path) == ["raw/a.mp4", "raw/c.mp4"]  # b's temp file removed
+    assert (tmp_path / "raw" / "c.mp4").read_bytes() == b"c.mp4"

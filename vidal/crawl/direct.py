@@ -6,7 +6,8 @@ result per file. Here a direct link is one GET through `vidal.net.open_url` (eve
 vetted, every redirect hop re-vetted, credentials kept to their origin), streamed to a temp
 file under the size cap, checked by its first bytes (a real container's magic; text such as an
 HTML page or a playlist is `not_video`), checked for truncation against Content-Length, and
-described by `vidal.media.probe` (the container header: no frame is decoded).
+described by its container header (an MP4's boxes read by `vidal.media.mp4_header`, any other
+file opened by `vidal.media.probe`; no frame is decoded).
 
 A link is direct when its path ends in a media extension, or (for URL-list rows that no
 dedicated yt-dlp extractor claims: never a platform's page, which would only cost it an extra
@@ -16,7 +17,6 @@ yt-dlp.
 
 from __future__ import annotations
 
-import os
 import posixpath
 import threading
 import urllib.parse
@@ -24,11 +24,14 @@ import urllib.parse
 from vidal import net
 from vidal.crawl import taxonomy
 from vidal.crawl.taxonomy import Failure
+from vidal.io.uncached import UncachedWriter
 
 MEDIA_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".flv", ".ts", ".mpg")
 MEDIA_EXTENSIONS += (".mpeg", ".ogv", ".3gp")
-CHUNK = 1 << 20
 HEAD_BYTES = 2048  # enough for every magic below and for `net.text_body`
+# first and last bytes kept in memory: an MP4's moov is at one end or the other (~25 KB for a
+# 20 s clip); under glibc's 128 KiB mmap threshold, so the copies reuse heap memory
+KEEP = 64 * 1024
 # families of extensions one container magic may carry: the URL's own one is kept if it fits
 _FAMILIES = {".mp4": (".mp4", ".m4v", ".mov", ".3gp"), ".mkv": (".mkv", ".webm")}
 
@@ -107,27 +110,29 @@ def is_video_response(response: net.Response) -> bool:
     return str(response.headers.get("Content-Type") or "").lower().startswith("video/")
 
 
-def stream_to_file(response: net.Response, folder: str, url: str, max_bytes: int) -> str:
-    """The body into `folder/media.EXT`, checked as it arrives: announced and received size
-    against the cap, the first bytes against text and container magic, the end against the
-    announced length. Returns the path; raises DirectFailure."""
+def stream_to_file(
+    response: net.Response, path: str, url: str, max_bytes: int
+) -> tuple[str, tuple[bytes, bytes]]:
+    """The body into `path`, checked as it arrives: announced and received size against the
+    cap, the first bytes against text and container magic, the end against the announced
+    length. Returns the extension its magic (and the URL) say, and the file's first and last
+    `KEEP` bytes (its container header is read from them); raises DirectFailure, and the
+    caller removes what was written."""
     length = _content_length(response)
     if length is not None and length > max_bytes:
         raise _fail(taxonomy.TOO_LARGE, f"{length} bytes announced > {max_bytes}")
     head = _read_head(response)
     ext = _checked_container(head, response, url)
-    path = os.path.join(folder, "media" + ext)
-    got = len(head)
-    with open(path, "wb") as out:
+    with UncachedWriter(path, KEEP) as out:  # media read much later: around the page cache
         out.write(head)
-        while chunk := response.read(CHUNK):
-            got += len(chunk)
-            if got > max_bytes:
-                raise _fail(taxonomy.TOO_LARGE, f"{got} bytes > {max_bytes} (stopped)")
-            out.write(chunk)
+        while n := response.readinto(out.space()):  # socket to the write buffer, no copy
+            if out.size + n > max_bytes:
+                raise _fail(taxonomy.TOO_LARGE, f"{out.size + n} bytes > {max_bytes} (stopped)")
+            out.filled(n)
+    got = out.size
     if length is not None and got < length:  # the connection ended early: worth a retry
         raise _fail(taxonomy.NETWORK, f"{got} bytes received, {length - got} more expected")
-    return path
+    return ext, (out.first, out.last)
 
 
 def _content_length(response: net.Response) -> int | None:

@@ -4,7 +4,7 @@ backoff through a global rate limit, and the file verified as video before it co
 The flow of one attempt: reserve a slot from the platform's rate limiter, let yt-dlp extract and
 download into a private temp folder (output name fixed by us, so no id ever becomes a path),
 abort from yt-dlp's own hooks as soon as the duration or the byte count passes its cap, find the
-file yt-dlp actually wrote (a merge or a remux may change its extension), probe it with PyAV,
+file yt-dlp actually wrote (a merge or a remux may change its extension), read its header,
 and copy it into the store atomically. A failure is classified (`taxonomy`); rate limits and
 network errors are retried with exponential backoff and jitter (at least the server's
 Retry-After, which also pauses the platform for every worker), the rest are final.
@@ -12,6 +12,7 @@ Retry-After, which also pauses the platform for every worker), the rest are fina
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -61,7 +62,7 @@ class DownloadOptions:
     sleep_requests: float | None = None  # yt-dlp: seconds between extraction requests
     impersonate: str | None = None  # yt-dlp client impersonation target, e.g. "chrome"
     ytdlp: dict[str, Any] = field(default_factory=dict)  # any other yt-dlp option, verbatim
-    verify: bool = True  # probe the file's header with PyAV before marking it downloaded
+    verify: bool = True  # read the file's container header before marking it downloaded
     # direct media links (a media extension, or a video/* answer to a URL-list row) by plain
     # streaming HTTP instead of yt-dlp; off, or with cookies/proxies/impersonate/ytdlp set
     # (which only yt-dlp honours), every URL goes through yt-dlp
@@ -138,8 +139,11 @@ def download(
     sleep: Callable[[float], None] = time.sleep,
     seed: str = "",
     policy: net.UrlPolicy = net.UrlPolicy(),
+    media_path: str | None = None,
 ) -> tuple[Downloaded | None, Failure | None, int]:
-    """Download with retries: (result, None, tries) or (None, failure, tries)."""
+    """Download with retries: (result, None, tries) or (None, failure, tries). A direct link's
+    body is written to `media_path` when given (a temp name in the store: no copy after),
+    else into a temp folder under `workdir`, like yt-dlp's downloads."""
     refused = check_url(url, opts.allow_local, policy)
     if refused and refused.reason != taxonomy.NETWORK:
         return None, refused, 0
@@ -147,10 +151,13 @@ def download(
     rng = random.Random(f"{seed}|{url}")
     failure: Failure | None = None
     for attempt in range(1, max(1, opts.attempts) + 1):
-        sleep(max(0.0, limiter.reserve(bucket)))
+        wait = limiter.reserve(bucket)
+        if wait > 0:  # no sleep(0) per download when unlimited: it only hands the GIL away
+            sleep(wait)
         proxy = pick_proxy(opts.proxies, seed, attempt)
         try:
-            got = attempt_once(url, opts, workdir, proxy, policy, sniff=platform == "url")
+            sniff = platform == "url"
+            got = attempt_once(url, opts, workdir, proxy, policy, sniff, media_path)
             return got, None, attempt
         except Exception as exc:  # yt-dlp raises many types; each becomes a taxonomy entry
             failure = exc.failure if isinstance(exc, CapExceeded) else taxonomy.classify(exc)
@@ -169,17 +176,18 @@ def attempt_once(
     proxy: str | None,
     policy: net.UrlPolicy = net.UrlPolicy(),
     sniff: bool = False,
+    media_path: str | None = None,
 ) -> Downloaded:
     """One try: a direct media link by plain HTTP; otherwise (pages, platforms) a fresh temp
     folder, yt-dlp with our caps, then the written file verified. With `sniff` (a URL-list
     row), a link without a media extension is fetched once to see if it serves video/*."""
     if direct_allowed(opts, proxy):
         if direct.media_extension(url):
-            return direct_attempt(url, opts, workdir, policy)
+            return direct_attempt(url, opts, workdir, policy, None, media_path)
         if sniff and _sniffable(url):
             response = _sniffed_media(url, opts, policy)
             if response is not None:
-                return direct_attempt(url, opts, workdir, policy, response)
+                return direct_attempt(url, opts, workdir, policy, response, media_path)
     return ytdlp_attempt(url, opts, workdir, proxy, policy)
 
 
@@ -205,20 +213,28 @@ def _sniffed_media(url: str, opts: DownloadOptions, policy: net.UrlPolicy):
     return None
 
 
-def direct_attempt(url, opts: DownloadOptions, workdir: str, policy, response=None) -> Downloaded:
-    """A direct link streamed to a temp folder and verified from its header (no yt-dlp)."""
-    folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
+def direct_attempt(
+    url, opts: DownloadOptions, workdir: str, policy, response=None, path: str | None = None
+) -> Downloaded:
+    """A direct link streamed to `path` (else a temp folder's file) and verified from its
+    header (no yt-dlp); on failure nothing is left behind."""
+    folder = None
+    if path is None:
+        folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
+        path = os.path.join(folder, "media")
     try:
         response = response or direct.open_media(url, policy, opts.socket_timeout)
         with response:
-            path = direct.stream_to_file(response, folder, url, opts.max_bytes)
-        ext = os.path.splitext(path)[1]
-        return _verified(path, direct.direct_info(url, ext, None), opts)
-    except direct.DirectFailure as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise CapExceeded(exc.failure) from None
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+            ext, ends = direct.stream_to_file(response, path, url, opts.max_bytes)
+        info = direct.direct_info(url, ext, None)
+        return _verified(path, info, opts, ext, ends)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        if isinstance(exc, direct.DirectFailure):
+            raise CapExceeded(exc.failure) from None
         raise
 
 
@@ -394,26 +410,32 @@ def written_file(info: dict, folder: str, recorder: Recorder, opts: DownloadOpti
     raise CapExceeded(Failure(taxonomy.classify_message(detail), detail))
 
 
-def _verified(path: str, info: dict, opts: DownloadOptions) -> Downloaded:
+def _verified(
+    path: str, info: dict, opts: DownloadOptions, ext: str = "", ends: tuple | None = None
+) -> Downloaded:
+    """The file checked by content and described from its header. `ends`: a direct
+    download's first and last bytes, held in memory (its head was checked as it arrived)."""
     from vidal.crawl.search import candidate
     from vidal.media.ffmpeg import MediaError
+    from vidal.media.mp4_header import read_header
     from vidal.media.probe import probe
 
     size = os.path.getsize(path)
     if size > opts.max_bytes:
         raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
-    with open(path, "rb") as head:  # by content: a name says nothing about what a file is
-        kind = net.text_body(head.read(2048))
-    if kind:
-        raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{kind}, not a media container"))
+    if ends is None:
+        with open(path, "rb") as head:  # by content: a name says nothing about what it is
+            kind = net.text_body(head.read(2048))
+        if kind:
+            raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{kind}, not a media container"))
     probed = None
     if opts.verify:
-        try:
-            probed = probe(path).to_dict()
+        try:  # an MP4's own boxes where they say it plainly (no PyAV open), else PyAV
+            probed = read_header(path, *(ends or ())) or probe(path).to_dict()
         except MediaError as exc:
             raise CapExceeded(Failure(taxonomy.NOT_VIDEO, f"{exc.reason}: {exc.detail}")) from exc
         if probed["duration"] > opts.max_duration:
             detail = f"{probed['duration']:.1f}s > {opts.max_duration:g}s (measured on the file)"
             raise CapExceeded(Failure(taxonomy.TOO_LONG, detail))
-    ext = os.path.splitext(path)[1].lower() or ".bin"
+    ext = ext or os.path.splitext(path)[1].lower() or ".bin"
     return Downloaded(path, ext, size, candidate(info), probed)

@@ -101,9 +101,14 @@ class Store:
 
     def sweep_temp(self, rel_dir: str, prefix: str = ".") -> int:
         """Remove temp files a killed run left in `rel_dir` whose names start with `prefix`
-        (so a task sweeps its own leftovers, never a concurrent task's); returns how many."""
+        (so a task sweeps its own leftovers, never a concurrent task's); returns how many.
+        A local folder is read as a stream: one of millions of files costs no list of them."""
         try:
-            names = self.fs.ls(self.path(rel_dir), detail=False)
+            if self.is_local:
+                with os.scandir(self.path(rel_dir)) as found:
+                    names = [e.path for e in found if is_temp(e.name) and e.name.startswith(prefix)]
+            else:
+                names = self.fs.ls(self.path(rel_dir), detail=False)
         except FileNotFoundError:
             return 0
         stale = [n for n in names if is_temp(b := posixpath.basename(n)) and b.startswith(prefix)]
@@ -140,6 +145,38 @@ class Store:
             self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
             self.fs.put_file(tmp, remote_tmp)
             self.fs.mv(remote_tmp, final)
+
+    def local_temp(self, rel: str) -> str:
+        """A temp path beside `rel` in a local store (its folder made): a file written there
+        directly (no copy) becomes `rel` through `commit_local`; until then it is a temp file
+        (`sweep_temp` removes it), never a finished-looking one."""
+        if not self.is_local:
+            raise ValueError("local_temp needs a local store")
+        final = self.path(rel)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        return os.path.join(os.path.dirname(final), temp_name(os.path.basename(final)))
+
+    def commit_local(self, moves: list[tuple[str, str]], map_fn=map) -> list[OSError | None]:
+        """Temp files (`local_temp`) renamed to their `rel`s durably, as a batch: each fsynced
+        (through `map_fn`, a thread pool's map say: the journal then commits them together,
+        where one fsync per file waits for one commit each), renamed, then each folder fsynced
+        once. Per move: None, or the OSError that stopped it (its temp file removed)."""
+
+        def land(move: tuple[str, str]) -> OSError | None:
+            tmp, rel = move
+            try:
+                _fsync_file(tmp)
+                os.replace(tmp, self.path(rel))
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                return exc
+            return None
+
+        errors = list(map_fn(land, moves))
+        for folder in sorted({os.path.dirname(self.path(rel)) for _, rel in moves}):
+            _fsync_dir(folder)
+        return errors
 
     @contextlib.contextmanager
     def local_copy(self, rel: str) -> Iterator[str]:

@@ -46,6 +46,7 @@ from vidal.net import redact, redact_text, redact_values
 from vidal.run.execute import ready_stage
 from vidal.sample import Sample
 from vidal.stages.base import StageContext
+from vidal.stages.download import RAW_DIR
 from vidal.text import parse_hashtags
 
 MANIFEST = "crawl.parquet"
@@ -401,6 +402,8 @@ class Crawl:
             self.config.crawl.wave,
         )
         fingerprint = shard_job.fingerprint
+        if self.store.is_local:  # a killed run's downloads that were never committed
+            self.store.sweep_temp(RAW_DIR)
         todo = crawl_shards.shards_to_run(self.store, self.shards, fingerprint, retry_failed)
         self.progress.say(f"{len(todo)} of {self.shards} shards to crawl")
         items = [(self.store.url, shard, shard_job) for shard in todo]
