@@ -576,6 +576,30 @@ def keyframes_only(corpora: dict[str, list[Path]], out: Path) -> int:
     return 0
 
 
+def build_only(paths: list[Path], out: Path, shards: int) -> int:
+    """`--only build`: the limit, then the whole build, on the same clips: how much of the
+    single-pass ffmpeg limit a Ray build reaches once its start-up is amortised."""
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        limit = measure_limit(paths, Path(tmp))
+    build = measure_build(paths, out, shards)
+    n = len(paths)
+    report = {
+        "clips": n,
+        "cores": os.cpu_count(),
+        "load_average": [load_before, os.getloadavg()],
+        "limit": {**_rates(n, limit["wall"], limit["cpu"]), **_media(limit)},
+        "build": {**_rates(n, build["wall"], build["cpu"]), **_media(build)},
+        "build_vs_limit": {
+            "clips_per_s": round(limit["wall"] / build["wall"], 4),
+            "cpu": round(limit["cpu"] / build["cpu"], 4) if build["cpu"] else None,
+        },
+    }
+    (out / "bench-build.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def _add(totals: dict, more: dict) -> None:
     for name, t in more.items():
         row = totals.setdefault(name, {"wall": 0.0, "cpu": 0.0})
@@ -616,13 +640,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder-clips", type=int, default=20, help="clips of the encoder sweep")
     parser.add_argument(
         "--only",
-        choices=["keyframes"],
+        choices=["keyframes", "build"],
         help="keyframes: only the full-decode reference and the keyframe samplers, on both "
-        "corpora (no build, limit or encoder sweep); to <out>/bench-keyframes.json",
+        "corpora (no build, limit or encoder sweep); to <out>/bench-keyframes.json. "
+        "build: only the limit and the whole build, on the 2-s GOP corpus; to "
+        "<out>/bench-build.json",
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.only == "build":
+        return build_only(ensure_clips(out / "clips", args.clips), out, args.shards)
     corpora = {
         "2-s GOP": ensure_clips(out / "clips", args.clips),
         "long GOP (x264 default, keyint 250)": ensure_clips(
