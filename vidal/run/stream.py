@@ -152,12 +152,12 @@ def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
     }
 
 
-def _batches(samples: list[Sample], size: int):
-    """`samples` (a block, sorted by key within each shard) in batches of `size` that never mix
-    shards."""
+def _batches(items: list, shards: list[int], size: int):
+    """`items` (in key order within each shard) in batches of `size` that never mix shards,
+    cut from each shard's first item: the same batches in every run."""
     by_shard = collections.defaultdict(list)
-    for sample in samples:
-        by_shard[sample.shard].append(sample)
+    for item, shard in zip(items, shards, strict=True):
+        by_shard[shard].append(item)
     for group in by_shard.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
@@ -185,11 +185,12 @@ def _fusable(a: Stage, b: Stage) -> bool:
 @dataclass
 class StageStep:
     """Stages `span` of `plan` applied to a block of rows, whole shards (a Ray Data map function
-    or a local call), each stage in batches of its own `batch_size` cut within a shard in key
-    order (`_batches`): which samples share a model batch, and so the floating-point results of
-    a batched model, never depends on which other shards were in flight or on a resume. A
-    sample is parsed once per step and encoded once per stage (its row in that stage's store);
-    rows whose shard starts after a stage pass through it untouched."""
+    or a local call), in chunks of the stages' largest `batch_size`, each stage in batches of
+    its own, all cut within a shard in key order (`_batches`): which samples share a model
+    batch, and so the floating-point results of a batched model, never depends on which other
+    shards were in flight or on a resume. A sample is parsed once per chunk and encoded once
+    per stage (its row in that stage's store); rows whose shard starts after a stage pass
+    through it untouched."""
 
     plan: Plan
     span: range
@@ -205,31 +206,35 @@ class StageStep:
         return "+".join(s.name for s in self.stages)
 
     def __call__(self, batch: dict) -> dict:
-        store, starts = Store(self.ctx.out), [int(s) for s in batch["start"]]
-        shards = [int(s) for s in batch["shard"]]
-        records = list(batch["record"])
+        store, records = Store(self.ctx.out), list(batch["record"])
+        shards, starts = [int(s) for s in batch["shard"]], [int(s) for s in batch["start"]]
+        size = max(1, max(s.batch_size for s in self.stages))
+        for chunk in _batches(list(range(len(records))), shards, size):
+            self._chunk(store, chunk, shards, starts, records)
+        return {**batch, "record": np.array(records, dtype=object)}
+
+    def _chunk(self, store: Store, chunk: list[int], shards, starts, records: list) -> None:
+        """Every stage of the step over the rows at positions `chunk` (one shard's), updating
+        `records`; parts written and the tracker told once per chunk, so progress moves and
+        memory stays bounded however large the shard."""
         samples: dict[int, Sample] = {}  # position -> the sample as it stands
         bodies: dict[int, str] = {}  # position -> its JSON without lineage
         reports = []
         for index in self.span:
-            active = [i for i, start in enumerate(starts) if start <= index]
+            active = [i for i in chunk if starts[i] <= index]
             for i in active:
                 if i not in samples:
                     samples[i] = Sample.from_json(records[i])
                     bodies[i] = samples[i].encode()[1]
             inputs = [body_digest(bodies[i]) for i in active]
-            outputs = self._run(
-                store, index, [shards[i] for i in active], [samples[i] for i in active], inputs
-            )
+            given = [samples[i] for i in active]
+            outputs = self._run(store, index, [shards[i] for i in active], given, inputs)
             for i, (out, (record, body)) in zip(active, outputs, strict=True):
                 samples[i], records[i], bodies[i] = out, record, body
-            rows = [
-                (shards[i], samples[i], records[i], d) for i, d in zip(active, inputs, strict=True)
-            ]
-            reports.extend(self._persist(store, index, rows))
+            rows = [(shards[i], samples[i], records[i]) for i in active]
+            reports.extend(self._persist(store, index, rows, inputs))
         for index, shard, expected in _call(self.tracker, "report_all", reports):
             self._finish(store, index, shard, expected)
-        return {**batch, "record": np.array(records, dtype=object)}
 
     def _run(self, store: Store, index: int, shards, given: list[Sample], inputs) -> list:
         """Stage `index` on `given` (their input digests `inputs`): stored outputs whose input
@@ -242,7 +247,7 @@ class StageStep:
         todo = [s for s, out in zip(given, outputs, strict=True) if out is None]
         if todo:
             ready, done = ready_stage(stage, self.ctx), {}
-            for batch in _batches(todo, max(1, stage.batch_size)):
+            for batch in _batches(todo, [s.shard for s in todo], max(1, stage.batch_size)):
                 done.update((s.key, s) for s in process_guarded(ready, batch))
             outputs = [out or done[s.key] for s, out in zip(given, outputs, strict=True)]
         return [(s, s.encode()) for s in outputs]
@@ -260,13 +265,13 @@ class StageStep:
             )
         return _REUSE[key]
 
-    def _persist(self, store: Store, index: int, rows: list[tuple]) -> list[tuple]:
-        """Stage `index`'s part file per shard of the batch (rows: shard, sample, record, input
-        digest); returns the tracker's reports (index, shard, keys, failed, causes)."""
+    def _persist(self, store: Store, index: int, rows: list[tuple], inputs) -> list[tuple]:
+        """Stage `index`'s part file per shard of the chunk (rows: shard, sample, record; their
+        input digests); returns the tracker's reports (index, shard, keys, failed, causes)."""
         stage = self.plan.stages[index]
         by_shard = collections.defaultdict(list)
-        for shard, *row in rows:
-            by_shard[shard].append(row)
+        for (shard, *row), digest in zip(rows, inputs, strict=True):
+            by_shard[shard].append((*row, digest))
         reports = []
         for shard, group in by_shard.items():
             part = [s for s, _, _ in group]
