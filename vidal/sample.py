@@ -59,8 +59,7 @@ class Sample:
         last, so one encoding serves both."""
         body = _dumps({name: getattr(self, name) for name in _BODY})
         lineage = _dumps(self.lineage)
-        record = f'{body[:-1]},"lineage":{lineage}}}' if len(body) > 2 else body
-        return record, body
+        return f'{body[:-1]},"lineage":{lineage}}}', body
 
     @classmethod
     def from_json(cls, text: str) -> Sample:

@@ -210,13 +210,13 @@ class StageStep:
         shards, starts = [int(s) for s in batch["shard"]], [int(s) for s in batch["start"]]
         size = max(1, max(s.batch_size for s in self.stages))
         for chunk in _batches(list(range(len(records))), shards, size):
-            self._chunk(store, chunk, shards, starts, records)
+            self._chunk(store, chunk, shards[chunk[0]], starts, records)
         return {**batch, "record": np.array(records, dtype=object)}
 
-    def _chunk(self, store: Store, chunk: list[int], shards, starts, records: list) -> None:
-        """Every stage of the step over the rows at positions `chunk` (one shard's), updating
-        `records`; parts written and the tracker told once per chunk, so progress moves and
-        memory stays bounded however large the shard."""
+    def _chunk(self, store: Store, chunk: list[int], shard: int, starts, records: list) -> None:
+        """Every stage of the step over the rows at positions `chunk` (all of `shard`),
+        updating `records`; parts written and the tracker told once per chunk, so progress
+        moves and memory stays bounded however large the shard."""
         samples: dict[int, Sample] = {}  # position -> the sample as it stands
         bodies: dict[int, str] = {}  # position -> its JSON without lineage
         reports = []
@@ -226,29 +226,33 @@ class StageStep:
                 if i not in samples:
                     samples[i] = Sample.from_json(records[i])
                     bodies[i] = samples[i].encode()[1]
+            if not active:
+                continue
             inputs = [body_digest(bodies[i]) for i in active]
-            given = [samples[i] for i in active]
-            outputs = self._run(store, index, [shards[i] for i in active], given, inputs)
+            outputs = self._run(store, index, shard, [samples[i] for i in active], inputs)
             for i, (out, (record, body)) in zip(active, outputs, strict=True):
                 samples[i], records[i], bodies[i] = out, record, body
-            rows = [(shards[i], samples[i], records[i]) for i in active]
-            reports.extend(self._persist(store, index, rows, inputs))
+            done = [samples[i] for i in active]
+            reports.append(
+                self._persist(store, index, shard, done, [records[i] for i in active], inputs)
+            )
         for index, shard, expected in _call(self.tracker, "report_all", reports):
             self._finish(store, index, shard, expected)
 
-    def _run(self, store: Store, index: int, shards, given: list[Sample], inputs) -> list:
-        """Stage `index` on `given` (their input digests `inputs`): stored outputs whose input
-        did not change are reused, the rest computed. Returns (sample, (record, body))s."""
+    def _run(self, store: Store, index: int, shard: int, given: list[Sample], inputs) -> list:
+        """Stage `index` on `given` (samples of `shard`, in key order; their input digests
+        `inputs`): stored outputs whose input did not change are reused, the rest computed in
+        batches of the stage's size. Returns (sample, (record, body))s."""
         stage, reuse = self.plan.stages[index], self._reuse(store, index)
         outputs: list[Sample | None] = []
-        for shard, sample, digest in zip(shards, given, inputs, strict=True):
+        for sample, digest in zip(given, inputs, strict=True):
             old = reuse.get(shard, sample.key, digest)
             outputs.append(rows_io.reused(old, sample, stage.name) if old else None)
         todo = [s for s, out in zip(given, outputs, strict=True) if out is None]
         if todo:
-            ready, done = ready_stage(stage, self.ctx), {}
-            for batch in _batches(todo, [s.shard for s in todo], max(1, stage.batch_size)):
-                done.update((s.key, s) for s in process_guarded(ready, batch))
+            ready, size, done = ready_stage(stage, self.ctx), max(1, stage.batch_size), {}
+            for start in range(0, len(todo), size):
+                done.update((s.key, s) for s in process_guarded(ready, todo[start : start + size]))
             outputs = [out or done[s.key] for s, out in zip(given, outputs, strict=True)]
         return [(s, s.encode()) for s in outputs]
 
@@ -265,22 +269,14 @@ class StageStep:
             )
         return _REUSE[key]
 
-    def _persist(self, store: Store, index: int, rows: list[tuple], inputs) -> list[tuple]:
-        """Stage `index`'s part file per shard of the chunk (rows: shard, sample, record; their
-        input digests); returns the tracker's reports (index, shard, keys, failed, causes)."""
-        stage = self.plan.stages[index]
-        by_shard = collections.defaultdict(list)
-        for (shard, *row), digest in zip(rows, inputs, strict=True):
-            by_shard[shard].append((*row, digest))
-        reports = []
-        for shard, group in by_shard.items():
-            part = [s for s, _, _ in group]
-            records, inputs = [r for _, r, _ in group], [d for *_, d in group]
-            rows_io.write_part(store, stage.name, shard, part, records, inputs)
-            errors = [s.errors[stage.name] for s in part if stage.name in s.errors]
-            causes = [f"{stage.name}: {e}" for e in errors if stage.environmental(e)]
-            reports.append((index, shard, [s.key for s in part], len(errors), causes))
-        return reports
+    def _persist(self, store: Store, index: int, shard: int, part: list[Sample], records, inputs):
+        """Stage `index`'s part file for a chunk of `shard` (its samples, their records and
+        input digests); returns the tracker's report (index, shard, keys, failed, causes)."""
+        name = self.plan.stages[index].name
+        rows_io.write_part(store, name, shard, part, records, inputs)
+        errors = [s.errors[name] for s in part if name in s.errors]
+        causes = [f"{name}: {e}" for e in errors if self.plan.stages[index].environmental(e)]
+        return (index, shard, [s.key for s in part], len(errors), causes)
 
     def _finish(self, store: Store, index: int, shard: int, expected: int) -> None:
         stage, marker = self.plan.stages[index], self.plan.marker(index, shard)
