@@ -308,18 +308,18 @@ MODEL = [
 
 @pytest.mark.slow
 def test_killed_while_a_model_actor_is_mid_shard_on_ray(kill_source, tmp_path):
-    """On Ray, with the model stage as an actor pool: killed once the actor has written part
-    of a shard (parts, no marker). The resumed build equals an uninterrupted one."""
+    """On Ray, with the model stage as an actor pool: killed once the actor has finished its
+    first shard, with others in flight. The resumed build equals an uninterrupted one."""
     reference_out = tmp_path / "reference"
     ref = run_cli(kill_source, reference_out, *MODEL, runner="")
     assert ref.returncode == 0, ref.stderr
     out = tmp_path / "out"
 
     def model_mid_shard(out: Path) -> bool:
-        return any(out.glob("work/vl_filter/*.parts/*.parquet"))
+        return any(out.glob("work/vl_filter/*.done.json"))
 
     killed = run_cli(kill_source, out, *MODEL, runner="", kill_when=model_mid_shard)
-    assert killed.killed, "the build ended before the model stage wrote a part?"
+    assert killed.killed, "the build ended before the model stage finished a shard?"
     check_nothing_half_written(out)
     resumed = run_cli(kill_source, out, *MODEL, runner="")
     assert resumed.returncode == 0, resumed.stderr

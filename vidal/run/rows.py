@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import time
 import uuid
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from vidal.io.store import Store
 from vidal.sample import Sample, error_reason
@@ -66,8 +68,12 @@ def decision_path(stage: str, name: str) -> str:
 def digest(records: dict[str, str]) -> str:
     h = hashlib.sha256()
     for key in sorted(records):
-        h.update(key.encode() + b"\t" + records[key].encode() + b"\n")
+        _digest_row(h, key, records[key])
     return h.hexdigest()[:16]
+
+
+def _digest_row(h, key: str, record: str) -> None:
+    h.update(key.encode() + b"\t" + record.encode() + b"\n")
 
 
 def reused(stored: str, given: Sample, stage: str) -> Sample:
@@ -184,8 +190,7 @@ def write_rows_table(store: Store, stage: str, shard: int, table: pa.Table, mark
         "stage": stage,
         "samples": len(records),
         "digest": digest(records),
-        "failed": int(sum(table.column("failed").to_pylist())),
-        "audit": audit(table),
+        **Accounts().add(table).figures(),
         "finished": time.time(),
     }
     store.write_json(marker_path(stage, shard), full)
@@ -193,25 +198,80 @@ def write_rows_table(store: Store, stage: str, shard: int, table: pa.Table, mark
     return full
 
 
+class RowsWriter:
+    """The rows of a (stage, shard) whose every sample passes through one task (a step given
+    the whole shard): each chunk is appended to an in-memory parquet file as it passes, with
+    the digest and the marker's accounting built on the way, so finishing writes the rows and
+    the marker without part files, without reading anything back. Chunks must come in key
+    order (a shard's rows are read sorted); `commit` refuses anything else."""
+
+    def __init__(self, stage: str, shard: int, config: str):
+        self.stage, self.shard, self.config = stage, shard, config
+        self.buffer = io.BytesIO()
+        schema = ROWS_SCHEMA.with_metadata({CONFIG_META: config.encode()})
+        self.writer = pq.ParquetWriter(self.buffer, schema, compression="zstd")
+        self.hash, self.accounts = hashlib.sha256(), Accounts()
+        self.rows, self.last_key, self.in_order = 0, None, True
+
+    def add(self, samples: list[Sample], records: list[str], inputs: list[str]) -> None:
+        keys = [s.key for s in samples]
+        for key, record in zip(keys, records, strict=True):
+            self.in_order &= self.last_key is None or key > self.last_key
+            self.last_key = key
+            _digest_row(self.hash, key, record)
+        table = _table(keys, records, inputs, [facts(s, self.stage) for s in samples], None)
+        self.writer.write_table(table.replace_schema_metadata(None))
+        self.accounts.add(table)
+        self.rows += len(keys)
+
+    def commit(self, store: Store, expected: int, marker: dict) -> dict | None:
+        """The rows file and then the marker, if the chunks held `expected` rows in key order
+        (else None and nothing written: the caller falls back to the part files)."""
+        self.writer.close()
+        if self.rows != expected or not self.in_order:
+            return None
+        store.write_bytes(rows_path(self.stage, self.shard), self.buffer.getvalue())
+        full = {
+            **marker,
+            "stage": self.stage,
+            "samples": self.rows,
+            "digest": self.hash.hexdigest()[:16],
+            **self.accounts.figures(),
+            "finished": time.time(),
+        }
+        store.write_json(marker_path(self.stage, self.shard), full)
+        return full
+
+
 def _empty() -> pa.Table:
     return _table([], [], [], [], None)
 
 
-def audit(table: pa.Table) -> dict:
+class Accounts:
     """What a (stage, shard) did, from its rows' accounting columns: samples that reached the
-    stage, failed there (by reason), dropped there (by reason)."""
-    failed, dropped = collections.Counter(), collections.Counter()
-    for is_failed, reason in zip(
-        table.column("failed").to_pylist(), table.column("reason").to_pylist(), strict=True
-    ):
-        if reason is None:
-            continue
-        if is_failed:
-            failed[reason] += 1
-        else:
-            dropped[reason.removeprefix("dropped ")] += 1
-    reached = int(sum(table.column("reached").to_pylist()))
-    return {"reached": reached, "failed": dict(failed), "dropped": dict(dropped)}
+    stage, failed there (by reason), dropped there (by reason); and how many it failed."""
+
+    def __init__(self):
+        self.reached, self.failed_rows = 0, 0
+        self.failed, self.dropped = collections.Counter(), collections.Counter()
+
+    def add(self, table: pa.Table) -> Accounts:
+        failed = table.column("failed").to_pylist()
+        for is_failed, reason in zip(failed, table.column("reason").to_pylist(), strict=True):
+            if reason is None:
+                continue
+            if is_failed:
+                self.failed[reason] += 1
+            else:
+                self.dropped[reason.removeprefix("dropped ")] += 1
+        self.failed_rows += int(sum(failed))
+        self.reached += int(sum(table.column("reached").to_pylist()))
+        return self
+
+    def figures(self) -> dict:
+        """The marker's fields: `failed` (rows) and `audit`."""
+        audit = {"reached": self.reached, "failed": dict(self.failed)}
+        return {"failed": self.failed_rows, "audit": {**audit, "dropped": dict(self.dropped)}}
 
 
 # -- reuse --------------------------------------------------------------------------------------

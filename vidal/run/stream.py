@@ -148,8 +148,18 @@ def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
         "key": np.array(keys, dtype=object),
         "shard": np.full(len(keys), shard, dtype=np.int64),
         "start": np.full(len(keys), start, dtype=np.int64),
+        "count": np.full(len(keys), len(keys), dtype=np.int64),  # the shard's size
         "record": np.array([records[k] for k in keys], dtype=object),
     }
+
+
+def _whole_shards(shards: list[int], counts) -> set[int]:
+    """The shards of a block that hold every row of their shard (`counts`: each row's shard
+    size, as read): a step writes their rows as they pass, with no part files."""
+    if counts is None:
+        return set()
+    held = collections.Counter(shards)
+    return {s for s, n in zip(shards, counts, strict=True) if held[s] == int(n)}
 
 
 def _batches(items: list, shards: list[int], size: int):
@@ -190,7 +200,11 @@ class StageStep:
     batch, and so the floating-point results of a batched model, never depends on which other
     shards were in flight or on a resume. A sample is parsed once per chunk and encoded once
     per stage (its row in that stage's store); rows whose shard starts after a stage pass
-    through it untouched."""
+    through it untouched.
+
+    A shard the block holds whole (the usual case: one read block per shard) has its rows
+    written as they pass (`rows_io.RowsWriter`); a partial one (a block Ray split) writes a
+    part file per chunk, compacted when the tracker says its last sample has passed."""
 
     plan: Plan
     span: range
@@ -209,14 +223,18 @@ class StageStep:
         store, records = Store(self.ctx.out), list(batch["record"])
         shards, starts = [int(s) for s in batch["shard"]], [int(s) for s in batch["start"]]
         size = max(1, max(s.batch_size for s in self.stages))
+        whole = _whole_shards(shards, batch.get("count"))
+        writers: dict[tuple[int, int], rows_io.RowsWriter] = {}
         for chunk in _batches(list(range(len(records))), shards, size):
-            self._chunk(store, chunk, shards[chunk[0]], starts, records)
+            shard = shards[chunk[0]]
+            held = writers if shard in whole else None
+            self._chunk(store, chunk, shard, starts, records, held)
         return {**batch, "record": np.array(records, dtype=object)}
 
-    def _chunk(self, store: Store, chunk: list[int], shard: int, starts, records: list) -> None:
+    def _chunk(self, store: Store, chunk: list[int], shard: int, starts, records: list, writers):
         """Every stage of the step over the rows at positions `chunk` (all of `shard`),
-        updating `records`; parts written and the tracker told once per chunk, so progress
-        moves and memory stays bounded however large the shard."""
+        updating `records`; rows kept (`writers`, for a whole shard) or a part written, and the
+        tracker told, once per chunk: progress moves however large the shard."""
         samples: dict[int, Sample] = {}  # position -> the sample as it stands
         bodies: dict[int, str] = {}  # position -> its JSON without lineage
         reports = []
@@ -233,11 +251,10 @@ class StageStep:
             for i, (out, (record, body)) in zip(active, outputs, strict=True):
                 samples[i], records[i], bodies[i] = out, record, body
             done = [samples[i] for i in active]
-            reports.append(
-                self._persist(store, index, shard, done, [records[i] for i in active], inputs)
-            )
+            kept = [records[i] for i in active]
+            reports.append(self._persist(store, index, shard, done, kept, inputs, writers))
         for index, shard, expected in _call(self.tracker, "report_all", reports):
-            self._finish(store, index, shard, expected)
+            self._finish(store, index, shard, expected, writers)
 
     def _run(self, store: Store, index: int, shard: int, given: list[Sample], inputs) -> list:
         """Stage `index` on `given` (samples of `shard`, in key order; their input digests
@@ -269,16 +286,25 @@ class StageStep:
             )
         return _REUSE[key]
 
-    def _persist(self, store: Store, index: int, shard: int, part: list[Sample], records, inputs):
-        """Stage `index`'s part file for a chunk of `shard` (its samples, their records and
-        input digests); returns the tracker's report (index, shard, keys, failed, causes)."""
+    def _persist(self, store, index: int, shard: int, part: list[Sample], records, inputs, writers):
+        """Stage `index`'s rows for a chunk of `shard` (its samples, their records and input
+        digests): kept in the shard's writer, or a part file when `writers` is None. Returns
+        the tracker's report (index, shard, keys, failed, causes)."""
         name = self.plan.stages[index].name
-        rows_io.write_part(store, name, shard, part, records, inputs)
+        if writers is None:
+            rows_io.write_part(store, name, shard, part, records, inputs)
+        else:
+            if (index, shard) not in writers:
+                config = self.plan.marker(index, shard)["config"]
+                writers[(index, shard)] = rows_io.RowsWriter(name, shard, config)
+            writers[(index, shard)].add(part, records, inputs)
         errors = [s.errors[name] for s in part if name in s.errors]
         causes = [f"{name}: {e}" for e in errors if self.plan.stages[index].environmental(e)]
         return (index, shard, [s.key for s in part], len(errors), causes)
 
-    def _finish(self, store: Store, index: int, shard: int, expected: int) -> None:
+    def _finish(self, store: Store, index: int, shard: int, expected: int, writers) -> None:
         stage, marker = self.plan.stages[index], self.plan.marker(index, shard)
-        if rows_io.finish(store, stage.name, shard, expected, marker) is None:
+        writer = writers.pop((index, shard), None) if writers else None
+        done = writer.commit(store, expected, marker) if writer else None
+        if done is None and rows_io.finish(store, stage.name, shard, expected, marker) is None:
             log.warning("%s shard %d: parts incomplete, left for a rerun", stage.name, shard)

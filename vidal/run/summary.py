@@ -22,7 +22,7 @@ class StageAudit:
     reasons: dict = field(default_factory=lambda: collections.defaultdict(collections.Counter))
 
     def add_marker(self, name: str, audit: dict) -> None:
-        """One (stage, shard)'s counts, as its marker records them (vidal.run.rows.audit)."""
+        """One (stage, shard)'s counts, as its marker records them (vidal.run.rows.Accounts)."""
         self.reached[name] += audit.get("reached", 0)
         for reason, n in (audit.get("failed") or {}).items():
             self.failed[name] += n
