@@ -24,8 +24,12 @@ class TagStage(Stage):
     name: ClassVar[str] = "tag"
     batch_size: int = 3
 
+    out_of_memory_at: int = -1  # the sample on which the machine "runs out of memory"
+
     def process(self, sample: Sample) -> None:
         number = int(sample.key.rsplit("-", 1)[1])
+        if number == self.out_of_memory_at:
+            raise MemoryError("the worker ran out of memory")
         if number % 5 == 0:
             raise ValueError(f"sample {number} is bad")
         if number % 7 == 0:
@@ -33,8 +37,8 @@ class TagStage(Stage):
         sample.meta["tag"] = number * 2
 
 
-def _plan(out, count: int) -> tuple[Plan, StageContext]:
-    first, second = TagStage(), TagStage()
+def _plan(out, count: int, out_of_memory_at: int = -1) -> tuple[Plan, StageContext]:
+    first, second = TagStage(out_of_memory_at=out_of_memory_at), TagStage()
     second.name = "tag2"
     records = {}
     for i in range(count):
@@ -59,13 +63,21 @@ def _written(out) -> dict:
     return found
 
 
-def _run(out, pieces: int) -> dict:
-    plan, ctx = _plan(out, 23)
+def _steps(out, pieces: int, spans: list[range], out_of_memory_at: int = -1) -> ShardTracker:
+    """The shard through steps `spans`, handed to each in `pieces` blocks."""
+    plan, ctx = _plan(out, 23, out_of_memory_at)
     tracker = ShardTracker([s.name for s in plan.stages])
-    step = StageStep(plan, range(2), ctx, tracker)
-    block = read_shard({"shard": 0, "start": 0}, str(out), plan, tracker)
-    for rows in np.array_split(np.arange(23), pieces):
-        step({name: column[rows] for name, column in block.items()})
+    blocks = [read_shard({"shard": 0, "start": 0}, str(out), plan, tracker)]
+    if pieces > 1:
+        split = np.array_split(np.arange(23), pieces)
+        blocks = [{name: column[rows] for name, column in blocks[0].items()} for rows in split]
+    for span in spans:
+        blocks = [StageStep(plan, span, ctx, tracker)(block) for block in blocks]
+    return tracker
+
+
+def _run(out, pieces: int) -> dict:
+    _steps(out, pieces, [range(2)])
     return _written(out)
 
 
@@ -100,3 +112,20 @@ def test_rows_kept_out_of_key_order_are_not_committed(tmp_path):
     writer.add([early], [early.to_json()], [""])
     assert writer.commit(store, 2, {"config": "cfg"}) is None
     assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+@pytest.mark.parametrize("spans", [[range(2)], [range(1), range(1, 2)]], ids=["fused", "apart"])
+def test_an_environmental_failure_leaves_its_stage_and_the_later_ones_unfinished(
+    tmp_path, pieces, spans
+):
+    """Out of memory on one sample is the machine's fault: no rows, no marker for that stage
+    or the next (whether in the same step or a later one, a whole shard or pieces), and the
+    tracker names the cause for the driver's message."""
+    tracker = _steps(tmp_path, pieces, spans, out_of_memory_at=8)
+    for stage in ("tag", "tag2"):
+        assert not (tmp_path / "work" / stage / "00000.done.json").exists(), stage
+        assert not (tmp_path / "work" / stage / "00000.parquet").exists(), stage
+    failure = tracker.failure()
+    assert failure["poisoned"] == {0: 0}
+    assert failure["causes"] == {"tag: out_of_memory": 1}

@@ -122,6 +122,23 @@ class ShardTracker:
         }
 
 
+def _tell(tracker, method: str, *args):
+    """Call the tracker without waiting for its answer: on Ray, the reference to wait on
+    (`_wait`) before the task ends, so the driver never reads the tracker before a finished
+    task's reports have reached it."""
+    fn = getattr(tracker, method)
+    remote = getattr(fn, "remote", None)
+    return fn(*args) if remote is None else remote(*args)
+
+
+def _wait(told: list) -> None:
+    refs = [t for t in told if type(t).__name__ == "ObjectRef"]
+    if refs:
+        import ray  # only reached on Ray, where the runner imported it already
+
+        ray.get(refs)
+
+
 def _call(tracker, method: str, *args):
     """Call the tracker whether it is a local object or a Ray actor handle."""
     fn = getattr(tracker, method)
@@ -149,6 +166,7 @@ def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
         "shard": np.full(len(keys), shard, dtype=np.int64),
         "start": np.full(len(keys), start, dtype=np.int64),
         "count": np.full(len(keys), len(keys), dtype=np.int64),  # the shard's size
+        "poisoned": np.full(len(keys), len(plan.stages), dtype=np.int64),  # none yet
         "record": np.array([records[k] for k in keys], dtype=object),
     }
 
@@ -162,15 +180,12 @@ def _whole_shards(shards: list[int], counts) -> set[int]:
     return {s for s, n in zip(shards, counts, strict=True) if held[s] == int(n)}
 
 
-def _batches(items: list, shards: list[int], size: int):
-    """`items` (in key order within each shard) in batches of `size` that never mix shards,
-    cut from each shard's first item: the same batches in every run."""
-    by_shard = collections.defaultdict(list)
-    for item, shard in zip(items, shards, strict=True):
-        by_shard[shard].append(item)
-    for group in by_shard.values():
-        for start in range(0, len(group), size):
-            yield group[start : start + size]
+def _by_shard(shards: list[int]) -> list[list[int]]:
+    """The positions of each shard's rows in a block, in block order (key order)."""
+    groups: dict[int, list[int]] = collections.defaultdict(list)
+    for position, shard in enumerate(shards):
+        groups[shard].append(position)
+    return list(groups.values())
 
 
 def spans(stages: list[Stage], first: int = 0) -> list[range]:
@@ -196,7 +211,7 @@ def _fusable(a: Stage, b: Stage) -> bool:
 class StageStep:
     """Stages `span` of `plan` applied to a block of rows, whole shards (a Ray Data map function
     or a local call), in chunks of the stages' largest `batch_size`, each stage in batches of
-    its own, all cut within a shard in key order (`_batches`): which samples share a model
+    its own, all cut within a shard in key order (`_chunks`): which samples share a model
     batch, and so the floating-point results of a batched model, never depends on which other
     shards were in flight or on a resume. A sample is parsed once per chunk and encoded once
     per stage (its row in that stage's store); rows whose shard starts after a stage pass
@@ -222,19 +237,64 @@ class StageStep:
     def __call__(self, batch: dict) -> dict:
         store, records = Store(self.ctx.out), list(batch["record"])
         shards, starts = [int(s) for s in batch["shard"]], [int(s) for s in batch["start"]]
-        size = max(1, max(s.batch_size for s in self.stages))
         whole = _whole_shards(shards, batch.get("count"))
-        writers: dict[tuple[int, int], rows_io.RowsWriter] = {}
-        for chunk in _batches(list(range(len(records))), shards, size):
-            shard = shards[chunk[0]]
-            held = writers if shard in whole else None
-            self._chunk(store, chunk, shard, starts, records, held)
-        return {**batch, "record": np.array(records, dtype=object)}
+        poisoned = [int(p) for p in batch.get("poisoned", [len(self.plan.stages)] * len(shards))]
+        told: list = []  # tracker calls in flight (a whole shard's reports need no answer)
+        for positions in _by_shard(shards):
+            shard, before = shards[positions[0]], poisoned[positions[0]]
+            if shard in whole:
+                after = self._whole(store, positions, shard, starts, records, before, told)
+            else:
+                after = min(
+                    self._piece(store, c, shard, starts, records) for c in self._chunks(positions)
+                )
+                after = min(after, before)
+            for i in positions:
+                poisoned[i] = after
+        _wait(told)
+        return {
+            **batch,
+            "record": np.array(records, dtype=object),
+            "poisoned": np.array(poisoned, dtype=np.int64),
+        }
 
-    def _chunk(self, store: Store, chunk: list[int], shard: int, starts, records: list, writers):
+    def _chunks(self, positions: list[int]):
+        """A shard's rows (positions in key order) in chunks of the stages' largest batch,
+        cut from its first key: the same chunks in every run."""
+        size = max(1, max(s.batch_size for s in self.stages))
+        for start in range(0, len(positions), size):
+            yield positions[start : start + size]
+
+    def _whole(self, store, positions, shard: int, starts, records, poisoned: int, told) -> int:
+        """A shard the block holds whole: its rows kept as they pass and written once per stage
+        at the end, unless an environmental failure (here or in an earlier step: `poisoned`,
+        the first stage it hit) leaves that stage and the later ones unfinished. The tracker
+        hears every chunk (progress, failures) without being waited on. Returns the first
+        poisoned stage (len(stages) when none)."""
+        writers: dict[tuple[int, int], rows_io.RowsWriter] = {}
+        for chunk in self._chunks(positions):
+            reports = self._stages(store, chunk, shard, starts, records, writers)
+            poisoned = min([poisoned, *(r[0] for r in reports if r[4])])
+            told.append(_tell(self.tracker, "report_all", reports))
+        for (index, _), writer in writers.items():
+            marker = self.plan.marker(index, shard)
+            if index < poisoned and writer.commit(store, len(positions), marker) is None:
+                log.warning("%s shard %d: rows out of order, left for a rerun", writer.stage, shard)
+        return poisoned
+
+    def _piece(self, store: Store, chunk: list[int], shard: int, starts, records: list) -> int:
+        """A chunk of a shard the block holds only part of (a block Ray split): a part file
+        per stage, and the stages the tracker says every sample has passed are finished.
+        Returns the first stage an environmental failure hit (len(stages) when none)."""
+        reports = self._stages(store, chunk, shard, starts, records, None)
+        for index, shard, expected in _call(self.tracker, "report_all", reports):
+            self._finish(store, index, shard, expected)
+        return min([len(self.plan.stages), *(r[0] for r in reports if r[4])])
+
+    def _stages(self, store: Store, chunk: list[int], shard: int, starts, records: list, writers):
         """Every stage of the step over the rows at positions `chunk` (all of `shard`),
-        updating `records`; rows kept (`writers`, for a whole shard) or a part written, and the
-        tracker told, once per chunk: progress moves however large the shard."""
+        updating `records`; rows kept (`writers`, for a whole shard) or a part written.
+        Returns the tracker's reports, one per stage the chunk reached."""
         samples: dict[int, Sample] = {}  # position -> the sample as it stands
         bodies: dict[int, str] = {}  # position -> its JSON without lineage
         reports = []
@@ -253,8 +313,7 @@ class StageStep:
             done = [samples[i] for i in active]
             kept = [records[i] for i in active]
             reports.append(self._persist(store, index, shard, done, kept, inputs, writers))
-        for index, shard, expected in _call(self.tracker, "report_all", reports):
-            self._finish(store, index, shard, expected, writers)
+        return reports
 
     def _run(self, store: Store, index: int, shard: int, given: list[Sample], inputs) -> list:
         """Stage `index` on `given` (samples of `shard`, in key order; their input digests
@@ -302,9 +361,7 @@ class StageStep:
         causes = [f"{name}: {e}" for e in errors if self.plan.stages[index].environmental(e)]
         return (index, shard, [s.key for s in part], len(errors), causes)
 
-    def _finish(self, store: Store, index: int, shard: int, expected: int, writers) -> None:
+    def _finish(self, store: Store, index: int, shard: int, expected: int) -> None:
         stage, marker = self.plan.stages[index], self.plan.marker(index, shard)
-        writer = writers.pop((index, shard), None) if writers else None
-        done = writer.commit(store, expected, marker) if writer else None
-        if done is None and rows_io.finish(store, stage.name, shard, expected, marker) is None:
+        if rows_io.finish(store, stage.name, shard, expected, marker) is None:
             log.warning("%s shard %d: parts incomplete, left for a rerun", stage.name, shard)
