@@ -51,9 +51,18 @@ def on_driver(source: str) -> dict[int, dict[str, str]]:
     return shards
 
 
-def _plan(out, source, runner) -> tuple[dict[int, str], int]:
+class Recorder:
+    def __init__(self):
+        self.done = collections.Counter()
+
+    def add(self, label, total):
+        return lambda n, failed=0: self.done.update({label: n})
+
+
+def _plan(out, source, runner, progress=None) -> tuple[dict[int, str], int]:
     # 150 rows a part: 3 parts (rows 0-149, 150-299, 300-399); 3 shards a reduce task
-    return plan_source(Store(str(out)), str(source), SourceOptions(), SHARDS, runner, 150, 3)
+    store, opts = Store(str(out)), SourceOptions()
+    return plan_source(store, str(source), opts, SHARDS, runner, 150, 3, progress)
 
 
 def _assert_same_plan(out, source, digests, total) -> None:
@@ -68,9 +77,10 @@ def _assert_same_plan(out, source, digests, total) -> None:
 
 
 def test_planned_in_parts_as_on_the_driver(manifest, tmp_path):
-    out = tmp_path / "out"
-    digests, total = _plan(out, manifest, LocalRunner())
+    out, progress = tmp_path / "out", Recorder()
+    digests, total = _plan(out, manifest, LocalRunner(), progress)
     _assert_same_plan(out, manifest, digests, total)
+    assert progress.done == {"plan: list": 3, "plan: shards": 3}  # parts, groups of shards
     samples = {s.meta["row"]: s for s in list_source(str(manifest))}
     # the decisions this plan has to reproduce: a repeat across parts is dropped, the rest fail
     assert samples[250].dropped == samples[399].dropped == "duplicate: same video as row 7"

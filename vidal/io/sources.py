@@ -148,13 +148,12 @@ def source_parts(source: str, rows_per_part: int = PART_ROWS) -> list[SourcePart
     except Exception as exc:
         raise SourceError(f"cannot read manifest {path}: {exc}") from exc
     _check_uri_columns(path, names)
-    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
-    parts, start, row = [], 0, 0
-    for g in range(len(sizes)):
-        if g + 1 == len(sizes) or sum(sizes[start : g + 1]) >= rows_per_part:
-            rows = sum(sizes[start : g + 1])
+    parts, start, row, rows = [], 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if g + 1 == meta.num_row_groups or rows >= rows_per_part:
             parts.append(SourcePart(len(parts), row, rows, (start, g + 1)))
-            start, row = g + 1, row + rows
+            start, row, rows = g + 1, row + rows, 0
     return parts or [SourcePart(0, 0, 0, (0, 0))]
 
 

@@ -73,8 +73,9 @@ class Builder:
                 f"{self.store.url} holds a build with {previous['shards']} shards; pass "
                 f"--shards {previous['shards']} to continue it, or use a new --out"
             )
-        runner = self.runner or LocalRunner()
-        fingerprints, total = plan_source(self.store, self.source, opts, self.shard_count, runner)
+        runner, shards = self.runner or LocalRunner(), self.shard_count
+        found = plan_source(self.store, self.source, opts, shards, runner, progress=self.progress)
+        fingerprints, total = found
         plan = {"shards": self.shard_count, "source": self.source, "samples": total}
         self.store.write_json("work/plan.json", plan)
         return fingerprints

@@ -50,18 +50,22 @@ def plan_source(
     runner,
     rows_per_part: int = PART_ROWS,
     shards_per_reduce: int = SHARDS_PER_REDUCE,
+    progress=None,
 ) -> tuple[dict[int, str], int]:
     """Write every shard's source rows whose content changed; returns (each shard's source
-    digest, the number of samples)."""
+    digest, the number of samples). `progress`: a Builder's progress (`add(label, total)`)."""
     store.remove(SPILLS, recursive=True)  # what a killed plan left
     parts = source_parts(source, rows_per_part)
     (repeated,) = runner.map_shards(save_repeats, [(store, source, opts)])
-    runner.map_shards(spill_part, [(store, source, opts, p, num_shards, repeated) for p in parts])
+    listed = progress.add("plan: list", total=len(parts)) if progress else None
+    items = [(store, source, opts, part, num_shards, repeated) for part in parts]
+    runner.map_shards(spill_part, items, listed)
     groups = [
-        range(start, min(start + shards_per_reduce, num_shards))
+        list(range(start, min(start + shards_per_reduce, num_shards)))
         for start in range(0, num_shards, shards_per_reduce)
     ]
-    found = runner.map_shards(write_shards, [(store, list(g), len(parts)) for g in groups])
+    written = progress.add("plan: shards", total=len(groups)) if progress else None
+    found = runner.map_shards(write_shards, [(store, g, len(parts)) for g in groups], written)
     store.remove(SPILLS, recursive=True)
     digests = {shard: fp for group in found for shard, fp, _ in group}
     return dict(sorted(digests.items())), sum(n for group in found for _, _, n in group)
