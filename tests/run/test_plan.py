@@ -11,7 +11,7 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
-from vidal.io.sources import SourceOptions, list_source, shard_of
+from vidal.io.sources import SourceError, SourceOptions, list_source, shard_of
 from vidal.io.store import Store
 from vidal.run import rows as rows_io
 from vidal.run.execute import LocalRunner
@@ -130,3 +130,8 @@ def test_ray_runner_plans_as_on_the_driver(ray_cluster, manifest, tmp_path):
         out = tmp_path / f"out-{source.suffix[1:]}"
         digests, total = _plan(out, source, runner)
         _assert_same_plan(out, source, digests, total)
+    # a manifest found unreadable in a worker: the user reads the reason, not a remote traceback
+    csv.write_text("title\nno uri here\n")
+    with pytest.raises(SourceError) as exc:
+        _plan(tmp_path / "out-bad", csv, runner)
+    assert str(exc.value).startswith(f"manifest {csv} needs a 'url' or 'path' column")

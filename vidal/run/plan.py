@@ -27,6 +27,7 @@ import uuid
 from vidal.io.sources import (
     PART_ROWS,
     Repeats,
+    SourceError,
     SourceOptions,
     SourcePart,
     find_repeats,
@@ -56,10 +57,11 @@ def plan_source(
     digest, the number of samples). `progress`: a Builder's progress (`add(label, total)`)."""
     store.remove(SPILLS, recursive=True)  # what a killed plan left
     parts = source_parts(source, rows_per_part)
-    (repeated,) = runner.map_shards(save_repeats, [(store, source, opts)])
-    listed = progress.add("plan: list", total=len(parts)) if progress else None
-    items = [(store, source, opts, part, num_shards, repeated) for part in parts]
-    runner.map_shards(spill_part, items, listed)
+    with _source_errors():
+        (repeated,) = runner.map_shards(save_repeats, [(store, source, opts)])
+        listed = progress.add("plan: list", total=len(parts)) if progress else None
+        items = [(store, source, opts, part, num_shards, repeated) for part in parts]
+        runner.map_shards(spill_part, items, listed)
     groups = [
         list(range(start, min(start + shards_per_reduce, num_shards)))
         for start in range(0, num_shards, shards_per_reduce)
@@ -69,6 +71,19 @@ def plan_source(
     store.remove(SPILLS, recursive=True)
     digests = {shard: fp for group in found for shard, fp, _ in group}
     return dict(sorted(digests.items())), sum(n for group in found for _, _, n in group)
+
+
+@contextlib.contextmanager
+def _source_errors():
+    """A source that cannot be read, found in a worker, reaches the user as the SourceError
+    itself, not wrapped in the runner's task error (Ray's carries a remote traceback)."""
+    try:
+        yield
+    except SourceError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, SourceError):
+            raise cause from None
+        raise
 
 
 def save_repeats(store: Store, source: str, opts: SourceOptions) -> bool:
