@@ -11,9 +11,11 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 import pytest
 
+from vidal.config import ConfigError
 from vidal.io.sources import SourceError, SourceOptions, list_source, shard_of
 from vidal.io.store import Store
 from vidal.run import rows as rows_io
+from vidal.run.build import Builder
 from vidal.run.execute import LocalRunner
 from vidal.run.plan import plan_source
 
@@ -135,3 +137,19 @@ def test_ray_runner_plans_as_on_the_driver(ray_cluster, manifest, tmp_path):
     with pytest.raises(SourceError) as exc:
         _plan(tmp_path / "out-bad", csv, runner)
     assert str(exc.value).startswith(f"manifest {csv} needs a 'url' or 'path' column")
+
+
+def test_a_changed_shard_count_is_refused_before_anything_is_written(
+    manifest, tmp_path, local_config
+):
+    out = tmp_path / "out"
+    Builder(local_config(f"shards={SHARDS}"), str(manifest), str(out), LocalRunner()).plan()
+    store = Store(str(out))
+    before = {s: rows_io.read_marker(store, "source", s) for s in range(SHARDS)}
+    builder = Builder(local_config("shards=5"), str(manifest), str(out), LocalRunner())
+    with pytest.raises(ConfigError, match=f"--shards {SHARDS} to continue"):
+        builder.plan()
+    assert {s: rows_io.read_marker(store, "source", s) for s in range(SHARDS)} == before
+    assert sorted(p.name for p in (out / "work" / "source").glob("*.done.json")) == [
+        f"{s:05d}.done.json" for s in range(SHARDS)
+    ]
