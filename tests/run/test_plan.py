@@ -106,9 +106,11 @@ def test_replanning_an_unchanged_source_rewrites_nothing(manifest, tmp_path):
     _plan(out, manifest, LocalRunner())
     store = Store(str(out))
     before = {s: rows_io.read_marker(store, "source", s) for s in range(SHARDS)}
-    (out / "work" / "plan" / "00003").mkdir(parents=True)  # a killed plan's spill
-    (out / "work" / "plan" / "00003" / "00000.tsv").write_text("stale\t{}\n")
+    killed = out / "work" / "plan" / ".00001.tmp-0123456789"  # a killed plan's half a spill
+    killed.mkdir(parents=True)
+    (killed / "00000.tsv").write_text("stale\t{}\n")
     _plan(out, manifest, LocalRunner())
+    assert not (out / "work" / "plan").exists()
     assert {s: rows_io.read_marker(store, "source", s) for s in range(SHARDS)} == before
     rows = _rows()
     rows[5]["title"] = "changed"
