@@ -17,7 +17,9 @@ before the model's first batch (Ray's start-up, the actor, its load), the driver
 per sample, its peak RSS (VmHWM) and the model loads. Then one build where the fake model IS the
 bottleneck (`--idle-batch-s`, N = `--idle-n`): its idle share after its first batch (wall time
 between its batches over its wall time), across every shard boundary.
-`--plan-rows` also plans a manifest of that many rows alone and prints the time and peak RSS.
+`--plan-rows` also plans a manifest of that many rows alone (Builder.plan: its map/reduce pass
+in the workers of `--plan-runner`, max(64, N/1000) shards) and prints the time and the driver's
+peak RSS. Manifests are written in row groups of 65,536 rows, as large manifests are.
 """
 
 from __future__ import annotations
@@ -91,13 +93,16 @@ def chain(log: str, batch_s: float = 0.15) -> list[Stage]:
     return stages
 
 
+ROW_GROUP = 65_536
+
+
 def write_manifest(path: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = None
-    for start in range(0, rows, 1_000_000):
-        n = min(1_000_000, rows - start)
+    for start in range(0, rows, 16 * ROW_GROUP):
+        n = min(16 * ROW_GROUP, rows - start)
         table = pa.table(
             {
                 "path": [f"clips/c{i:09d}.mp4" for i in range(start, start + n)],
@@ -105,7 +110,7 @@ def write_manifest(path: Path, rows: int) -> None:
             }
         )
         writer = writer or pq.ParquetWriter(path, table.schema)
-        writer.write_table(table)
+        writer.write_table(table, row_group_size=ROW_GROUP)
     writer.close()
 
 
@@ -164,18 +169,28 @@ def model_figures(log: str, started: float) -> dict:
     }
 
 
-def child_plan(manifest: str, out: str, shards: int) -> dict:
+def child_plan(manifest: str, out: str, shards: int, kind: str) -> dict:
     from vidal.config import load_config
     from vidal.run.build import Builder
+    from vidal.run.execute import LocalRunner
+    from vidal.run.ray_runner import RayRunner
 
-    config = load_config("demo", [f"shards={shards}", "runner.kind=local"])
+    overrides = [f"shards={shards}", "runner.progress=false", "runner.num_cpus=2"]
+    config = load_config("demo", [*overrides, "runner.object_store_mb=300"])
     t0 = time.time()
-    builder = Builder(config, manifest, out, runner=None)
+    runner = RayRunner(config.runner) if kind == "ray" else LocalRunner()
+    builder = Builder(config, manifest, out, runner)
     builder.plan()
-    return {"plan_s": round(time.time() - t0, 1), "driver_peak_rss_mb": status_mb("VmHWM")}
+    n = json.loads(Path(out, "work", "plan.json").read_text())["samples"]
+    runner.shutdown()
+    return {
+        "samples": n,
+        "plan_s": round(time.time() - t0, 1),
+        "driver_peak_rss_mb": status_mb("VmHWM"),
+    }
 
 
-def run_child(mode: str, rows: int, root: Path, batch_s: float = 0.02) -> dict:
+def run_child(mode: str, rows: int, root: Path, batch_s: float | str = 0.02) -> dict:
     manifest = root / f"manifest-{rows}.parquet"
     if not manifest.exists():
         write_manifest(manifest, rows)
@@ -194,6 +209,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     p.add_argument("--plan-rows", type=int, default=0, help="also plan a manifest this long")
+    p.add_argument("--plan-runner", choices=["ray", "local"], default="ray")
     p.add_argument(
         "--model-batch-s",
         type=float,
@@ -216,7 +232,7 @@ def main() -> int:
         if mode == "build":
             result = child_build(manifest, out, int(shards), float(batch_s))
         else:
-            result = child_plan(manifest, out, int(shards))
+            result = child_plan(manifest, out, int(shards), batch_s)
         print(json.dumps(result), flush=True)
         return 0
     print(f"before the streaming core: {json.dumps(BEFORE)}")
@@ -235,9 +251,10 @@ def main() -> int:
                 flush=True,
             )
         if args.plan_rows:
-            r = run_child("plan", args.plan_rows, Path(tmp))
+            r = run_child("plan", args.plan_rows, Path(tmp), args.plan_runner)
             print(
-                f"planning {args.plan_rows} rows: {r['plan_s']} s, "
+                f"planning {r['samples']} rows ({args.plan_runner} runner, "
+                f"{max(64, args.plan_rows // 1000)} shards): {r['plan_s']} s, "
                 f"driver peak RSS {r['driver_peak_rss_mb']:.0f} MB"
             )
     return 0

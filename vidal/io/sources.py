@@ -50,6 +50,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 MAX_URI_CHARS = 8192  # signed URLs run to a few kB; longer is no URL a crawler made
 MAX_LIST_ITEMS = 256  # items kept of a list cell (hashtags keep 64 of them)
 BATCH_ROWS = 256  # manifest rows converted to Python at a time
+PART_ROWS = 1_000_000  # parquet manifest rows a planning task lists (whole row groups)
 
 
 class SourceError(ValueError):
@@ -100,20 +101,70 @@ def shard_of(key: str, num_shards: int) -> int:
 
 def list_source(source: str, opts: SourceOptions = SourceOptions()) -> Iterator[Sample]:
     """Samples (shard unset) for a folder of videos or a manifest file."""
+    path = _source_path(source)
+    if path.is_dir():
+        yield from _list_folder(path, opts)
+    else:
+        yield from _list_manifest(path, opts)
+
+
+def _source_path(source: str) -> Path:
+    """The source as a folder or a manifest file; SourceError if it is neither."""
     if _printable(source) != source:  # every sample's path would be unrecordable
         raise SourceError(f"the source path {ascii(source)} is not UTF-8: rename it")
     path = Path(source)
-    if path.is_dir():
-        yield from _list_folder(path, opts)
-    elif path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS:
-        yield from _list_manifest(path, opts)
-    elif path.exists():
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in MANIFEST_EXTENSIONS):
+        return path
+    if path.exists():
         raise SourceError(
             f"{source} is neither a folder of videos nor a manifest "
             f"({', '.join(MANIFEST_EXTENSIONS)})"
         )
-    else:
-        raise SourceError(f"source {source} does not exist")
+    raise SourceError(f"source {source} does not exist")
+
+
+@dataclass(frozen=True)
+class SourcePart:
+    """What one planning task lists: a folder or a streamed manifest whole (`rows` None), or
+    `rows` rows of a parquet manifest from row `first_row`: its row groups [start, stop)."""
+
+    index: int  # the part's place in the listing order
+    first_row: int = 0
+    rows: int | None = None
+    row_groups: tuple[int, int] | None = None
+
+
+def source_parts(source: str, rows_per_part: int = PART_ROWS) -> list[SourcePart]:
+    """The source cut into parts listed apart (whole parquet row groups, about
+    `rows_per_part` rows a part); listing them in order gives `list_source`'s samples."""
+    path = _source_path(source)
+    if path.is_dir() or path.suffix.lower() != ".parquet":
+        return [SourcePart(0)]
+    try:
+        import pyarrow.parquet
+
+        meta = pyarrow.parquet.ParquetFile(path).metadata
+        names = set(meta.schema.to_arrow_schema().names)
+    except Exception as exc:
+        raise SourceError(f"cannot read manifest {path}: {exc}") from exc
+    _check_uri_columns(path, names)
+    parts, start, row, rows = [], 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rows += meta.row_group(g).num_rows
+        if g + 1 == meta.num_row_groups or rows >= rows_per_part:
+            parts.append(SourcePart(len(parts), row, rows, (start, g + 1)))
+            start, row, rows = g + 1, row + rows, 0
+    return parts or [SourcePart(0, 0, 0, (0, 0))]
+
+
+def list_part(source: str, part: SourcePart, repeats: Repeats, opts: SourceOptions):
+    """The samples of one part (see `source_parts`); `repeats` comes from `find_repeats`."""
+    path = _source_path(source)
+    if path.is_dir():
+        yield from _list_folder(path, opts)
+        return
+    batches = _manifest_batches(path, opts, part.row_groups)
+    yield from _manifest_samples(batches, path, part.first_row, repeats, opts)
 
 
 def _list_folder(root: Path, opts: SourceOptions) -> Iterator[Sample]:
@@ -301,17 +352,15 @@ def _jsonable(value):
         return str(value)
 
 
-def _manifest_batches(path: Path, opts: SourceOptions) -> Iterator[list[dict]]:
-    """The manifest's rows, a batch at a time, every cell cut to its cap while still in Arrow
-    (a parquet of repeated 1 MiB titles stays one dictionary entry until it is cut)."""
+def _manifest_batches(path: Path, opts: SourceOptions, row_groups=None) -> Iterator[list[dict]]:
+    """The manifest's rows (of parquet `row_groups` [start, stop) when given), a batch at a
+    time, every cell cut to its cap while still in Arrow (a parquet of repeated 1 MiB titles
+    stays one dictionary entry until it is cut)."""
     try:
-        batches, names = _open_manifest(path)
+        batches, names = _open_manifest(path, row_groups=row_groups)
     except Exception as exc:
         raise SourceError(f"cannot read manifest {path}: {exc}") from exc
-    if not {"url", "path"} & set(names):
-        raise SourceError(
-            f"manifest {path} needs a 'url' or 'path' column; it has {', '.join(names)}"
-        )
+    _check_uri_columns(path, names)
     while True:
         try:
             batch = next(batches, None)
@@ -322,9 +371,16 @@ def _manifest_batches(path: Path, opts: SourceOptions) -> Iterator[list[dict]]:
         yield _capped(batch, opts).to_pylist()
 
 
-def _open_manifest(path: Path, columns: list[str] | None = None):
+def _check_uri_columns(path: Path, names) -> None:
+    if not {"url", "path"} & set(names):
+        raise SourceError(
+            f"manifest {path} needs a 'url' or 'path' column; it has {', '.join(names)}"
+        )
+
+
+def _open_manifest(path: Path, columns: list[str] | None = None, row_groups=None):
     """(record batches, column names), read lazily where the format allows (only `columns`
-    of a parquet manifest, when given and present)."""
+    and `row_groups` [start, stop) of a parquet manifest, when given)."""
     import pyarrow.csv
     import pyarrow.json
     import pyarrow.parquet
@@ -338,7 +394,8 @@ def _open_manifest(path: Path, columns: list[str] | None = None):
         names = reader.schema_arrow.names
         wanted = [c for c in columns or () if c in names] or None
         size = BATCH_ROWS if wanted is None else 64 * BATCH_ROWS
-        return reader.iter_batches(size, columns=wanted), names
+        groups = range(*row_groups) if row_groups else None
+        return reader.iter_batches(size, row_groups=groups, columns=wanted), names
     if suffix == ".csv":
         reader = pyarrow.csv.open_csv(path)
         return _rebatched(reader), reader.schema.names
@@ -396,9 +453,13 @@ def _list_manifest(path: Path, opts: SourceOptions) -> Iterator[Sample]:
         repeats = Repeats(_row_identities(path))
     except Exception as exc:
         raise SourceError(f"cannot read manifest {path}: {exc}") from exc
+    yield from _manifest_samples(itertools.chain([first], batches), path, 0, repeats, opts)
+
+
+def _manifest_samples(batches, path: Path, first_row: int, repeats: Repeats, opts):
     base = Path(os.path.realpath(path.parent))
-    index = -1
-    for rows in itertools.chain([first], batches):
+    index = first_row - 1
+    for rows in batches:
         for row in rows:
             index += 1
             yield _manifest_sample(row, index, base, repeats, opts)
@@ -406,6 +467,11 @@ def _list_manifest(path: Path, opts: SourceOptions) -> Iterator[Sample]:
 
 def _row_uri(path, url) -> str:
     return str(path or url or "").strip()
+
+
+def _identity(row: dict, index: int) -> str:
+    """What makes two rows the same video: the uri as written, else the row's place."""
+    return _row_uri(row.get("path"), row.get("url")) or f"#row{index}"
 
 
 def _row_identities(path: Path) -> Iterator[str]:
@@ -459,13 +525,68 @@ class Repeats:
             return first
         return index
 
+    @classmethod
+    def known(cls, claimed: dict[int, int], seen: dict[int, str]) -> Repeats:
+        """Repeats found before (`find_repeats`), with the identities of the rows claimed."""
+        repeats = cls.__new__(cls)
+        repeats.claimed, repeats.seen = claimed, seen
+        repeats.firsts = set(claimed.values())
+        return repeats
+
+    def within(self, start: int, stop: int) -> Repeats:
+        """Only what rows [start, stop) need: a planning task's share."""
+        claimed = {r: f for r, f in self.claimed.items() if start <= r < stop}
+        return Repeats.known(claimed, {f: self.seen[f] for f in set(claimed.values())})
+
+    def to_json(self) -> str:
+        return json.dumps({"claimed": list(self.claimed.items()), "seen": list(self.seen.items())})
+
+    @classmethod
+    def from_json(cls, text: str) -> Repeats:
+        data = json.loads(text)
+        return cls.known(dict(data["claimed"]), dict(data["seen"]))
+
+
+def find_repeats(source: str, opts: SourceOptions) -> Repeats:
+    """The manifest's repeated rows with their first rows' identities, found before listing
+    it in parts (a part does not see the rows before it); none for a folder."""
+    path = _source_path(source)
+    if path.is_dir():
+        return Repeats.known({}, {})
+    try:
+        repeats = Repeats(_row_identities(path))
+        if repeats.firsts:
+            repeats.seen = _identities_of(path, repeats.firsts, opts)
+    except SourceError:
+        raise
+    except Exception as exc:
+        raise SourceError(f"cannot read manifest {path}: {exc}") from exc
+    return repeats
+
+
+def _identities_of(path: Path, rows: set[int], opts: SourceOptions) -> dict[int, str]:
+    """The identities of the manifest rows `rows`, made as `_manifest_sample` makes them
+    (from capped cells); only the batches holding one of them become Python rows."""
+    import numpy as np
+
+    wanted = np.array(sorted(rows), dtype=np.int64)
+    batches, _ = _open_manifest(path, columns=["path", "url"])
+    found, start = {}, 0
+    for batch in batches:
+        lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
+        if hi > lo:
+            rows_ = _capped(batch, opts).to_pylist()
+            found.update((i, _identity(rows_[i - start], i)) for i in wanted[lo:hi].tolist())
+        start += batch.num_rows
+    return found
+
 
 def _manifest_sample(row: dict, index: int, base: Path, repeats: Repeats, opts) -> Sample:
     uri = _row_uri(row.get("path"), row.get("url"))
     name = str(row.get("id") or os.path.splitext(os.path.basename(uri))[0] or f"row{index}")
     resolved, problem = _resolve_uri(uri, base, opts)
     # keys hash the uri as written (relative paths stay relative): stable across machines
-    identity = uri or f"#row{index}"
+    identity = _identity(row, index)
     first = repeats.first_row(index, identity)
     repeat = first != index
     key = make_key(name, f"{identity}#row{index}" if repeat else identity)

@@ -20,10 +20,11 @@ from collections.abc import Callable
 
 from vidal.config import Config, ConfigError
 from vidal.io.shards import pack_shard, read_stats, shard_name
-from vidal.io.sources import SourceOptions, list_source
+from vidal.io.sources import SourceOptions
 from vidal.io.store import Store
 from vidal.run import rows as rows_io
-from vidal.run.plan import group_by_shard
+from vidal.run.execute import LocalRunner
+from vidal.run.plan import plan_source
 from vidal.run.stream import Plan
 from vidal.stages.base import Stage, StageContext
 from vidal.stages.decision import DatasetStage
@@ -63,7 +64,8 @@ class Builder:
 
     # -- planning ---------------------------------------------------------------------------
     def plan(self) -> dict[int, str]:
-        """List the source into per-shard rows; returns each shard's source fingerprint."""
+        """List the source into per-shard rows (a map/reduce pass in the runner's workers:
+        vidal.run.plan); returns each shard's source fingerprint."""
         opts = SourceOptions.from_config(self.config.source)
         previous = self.store.read_json("work/plan.json")
         if previous and previous.get("shards") != self.shard_count:
@@ -71,13 +73,9 @@ class Builder:
                 f"{self.store.url} holds a build with {previous['shards']} shards; pass "
                 f"--shards {previous['shards']} to continue it, or use a new --out"
             )
-        fingerprints, total = {}, 0
-        for shard, records in group_by_shard(list_source(self.source, opts), self.shard_count):
-            fingerprints[shard] = digest(records)
-            total += len(records)
-            old = self.marker(SOURCE, shard)
-            if not old or old.get("digest") != fingerprints[shard]:
-                rows_io.write_rows(self.store, SOURCE, shard, records, {}, account=False)
+        runner, shards = self.runner or LocalRunner(), self.shard_count
+        found = plan_source(self.store, self.source, opts, shards, runner, progress=self.progress)
+        fingerprints, total = found
         plan = {"shards": self.shard_count, "source": self.source, "samples": total}
         self.store.write_json("work/plan.json", plan)
         return fingerprints
