@@ -90,10 +90,13 @@ def container_of(head: bytes) -> str | None:
     return None
 
 
-def open_media(url: str, policy: net.UrlPolicy, timeout: float) -> net.Response:
-    """The GET of a direct link; an HTTP error or a refusal as a DirectFailure."""
+def open_media(
+    url: str, policy: net.UrlPolicy, timeout: float, vetted: net.Vetted | None = None
+) -> net.Response:
+    """The GET of a direct link (to `vetted`'s addresses when given: the crawl resolved the
+    URL once, before queueing it); an HTTP error or a refusal as a DirectFailure."""
     try:
-        return net.open_url(url, policy, timeout)
+        return net.open_url(url, policy, timeout, vetted=vetted)
     except net.UrlRefused as exc:
         raise DirectFailure(Failure(taxonomy.URL_REFUSED, exc.detail)) from None
     except net.FetchError as exc:
