@@ -430,13 +430,14 @@ def _verified(
     path: str, info: dict, opts: DownloadOptions, ext: str = "", ends: tuple | None = None
 ) -> Downloaded:
     """The file checked by content and described from its header. `ends`: a direct
-    download's first and last bytes, held in memory (its head was checked as it arrived)."""
+    download's first and last bytes, held in memory (its head was checked as it arrived),
+    and its size."""
     from vidal.crawl.search import candidate
     from vidal.media.ffmpeg import MediaError
     from vidal.media.mp4_header import read_header
     from vidal.media.probe import probe
 
-    size = os.path.getsize(path)
+    size = ends[2] if ends else os.path.getsize(path)
     if size > opts.max_bytes:
         raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
     if ends is None:
