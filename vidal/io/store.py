@@ -77,9 +77,9 @@ class Store:
         except json.JSONDecodeError:
             return None  # a marker that does not parse is treated as absent: the work reruns
 
-    def write_json(self, rel: str, obj) -> None:
+    def write_json(self, rel: str, obj, durable: bool = True) -> None:
         text = json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, default=str)
-        self.write_bytes(rel, text.encode("utf-8"))
+        self.write_bytes(rel, text.encode("utf-8"), durable)
 
     def read_table(self, rel: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(rel)))
