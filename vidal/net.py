@@ -347,8 +347,9 @@ def _tls_context() -> ssl.SSLContext:
 
 class _KeptAlive(threading.local):
     """Each thread's idle connections, keyed (scheme, host, port, address): one thread makes
-    one request at a time, so one idle connection per key; the least recently used beyond
-    `MAX` and any idle longer than `IDLE_S` (servers drop idle ones) are closed."""
+    one request at a time, so one idle connection per key. Beyond `MAX` the least recently
+    used is closed; one idle longer than `IDLE_S` (servers drop idle ones) is closed instead
+    of reused, and when the next connection comes back."""
 
     MAX = 16
     IDLE_S = 15.0
@@ -361,10 +362,13 @@ class _KeptAlive(threading.local):
         if key is None or conn.sock is None:
             conn.close()
             return
+        now = time.monotonic()
+        for old_key in [k for k, (_, since) in self.idle.items() if now - since > self.IDLE_S]:
+            self.idle.pop(old_key)[0].close()
         old = self.idle.pop(key, None)
         if old is not None:
             old[0].close()
-        self.idle[key] = (conn, time.monotonic())
+        self.idle[key] = (conn, now)
         while len(self.idle) > self.MAX:
             self.idle.pop(next(iter(self.idle)))[0].close()
 
