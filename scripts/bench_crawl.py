@@ -43,9 +43,11 @@ from vidal.stages.download import DownloadStage  # noqa: E402
 
 
 class ClipHandler(http.server.BaseHTTPRequestHandler):
-    """/<n>/<i>.mp4 serves clip n (any i), so every download is a distinct URL."""
+    """/<n>/<i>.mp4 serves clip n (any i), so every download is a distinct URL. HTTP/1.1, as
+    servers and CDNs are: a client that keeps the connection (vidal) reuses it, urllib asks
+    for `Connection: close` and gets a connection per request."""
 
-    protocol_version = "HTTP/1.0"
+    protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:
         return None

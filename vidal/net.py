@@ -12,7 +12,13 @@ not become a way into the machine's own network or a leak of credentials:
   already normalised by the resolver. `source.allow_private_addresses` turns this off (tests
   serving on 127.0.0.1, or a build that reads an intranet on purpose);
 - the connection goes to the address that was checked (no second lookup, so a name cannot
-  rebind to another address between check and connect; TLS still verifies the host name);
+  rebind to another address between check and connect; TLS still verifies the host name). A
+  caller that vetted the URL already (the crawl, before it queues a download) passes that
+  `Vetted` on: one resolution per URL;
+- connections are kept alive per thread and reused for the same (scheme, host, port) only when
+  the address they are connected to is among the addresses just vetted for the new request:
+  every URL and every redirect hop is still vetted first, reuse saves only the TCP (and TLS)
+  handshake;
 - redirects are followed here, hop by hop, each hop vetted like the first, at most
   `max_redirects`; credentials (Authorization, Cookie) never follow a redirect to another origin.
 
@@ -30,6 +36,8 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
+import time
 import urllib.parse
 from dataclasses import dataclass
 
@@ -157,7 +165,9 @@ def vet(url: str, policy: UrlPolicy, resolve=None) -> Vetted:
 
 
 class Response:
-    """An HTTP answer being read: `read(n)`, `status`, `headers`, `url` (after redirects)."""
+    """An HTTP answer being read: `read(n)`, `status`, `headers`, `url` (after redirects).
+    Closed once read to its end, its connection goes back to the thread's pool (keep-alive);
+    closed earlier, the connection is closed too."""
 
     def __init__(self, conn: http.client.HTTPConnection, raw: http.client.HTTPResponse, url: str):
         self._conn, self._raw, self.url = conn, raw, url
@@ -171,9 +181,24 @@ class Response:
         """Up to len(buffer) bytes of the body into `buffer`; 0 at its end."""
         return self._raw.readinto(buffer)
 
+    def drain(self, limit: int = 64 * 1024) -> None:
+        """A small announced body (a redirect's, an error page's) read and dropped, so the
+        connection can serve the next request; a larger or unannounced one is left (close)."""
+        length = self._raw.length
+        if length is not None and length <= limit and not self._raw.isclosed():
+            try:
+                self._raw.read()
+            except (OSError, http.client.HTTPException):
+                self._conn.close()
+
     def close(self) -> None:
+        # read to its end (http.client released it) and the server keeps the connection open
+        reusable = self._raw.isclosed() and not self._raw.will_close
         self._raw.close()
-        self._conn.close()
+        if reusable:
+            _POOL.put(self._conn)
+        else:
+            self._conn.close()
 
     def __enter__(self) -> Response:
         return self
@@ -189,20 +214,25 @@ def open_url(
     headers: dict | None = None,
     data: bytes | None = None,
     method: str | None = None,
+    vetted: Vetted | None = None,
 ) -> Response:
     """GET (or POST with `data`) `url` under the policy, following redirects by hand.
 
-    A status >= 400 raises FetchError with the status and headers; a redirect when
-    `policy.max_redirects` is 0, or past it, raises UrlRefused."""
+    `vetted`: `vet(url, policy)`'s answer when the caller has it (the first hop then resolves
+    nothing again); every redirect hop is vetted here. A status >= 400 raises FetchError with
+    the status and headers; a redirect when `policy.max_redirects` is 0, or past it, raises
+    UrlRefused."""
     headers = {"User-Agent": "vidal", "Accept-Encoding": "identity", **(headers or {})}
     headers.update(_basic_auth(url))
     method = method or ("POST" if data is not None else "GET")
     for _hop in range(policy.max_redirects + 1):
-        target = vet(url, policy)
+        target = vetted if vetted is not None and vetted.url == url else vet(url, policy)
+        vetted = None
         response = _request(target, method, headers, data, timeout)
         location = response.headers.get("Location")
         if response.status not in REDIRECT_STATUSES or not location:
             return _checked(response)
+        response.drain()
         response.close()
         if policy.max_redirects == 0:
             raise UrlRefused(f"redirect ({response.status}) refused: {redact(url)[:120]}")
@@ -227,6 +257,7 @@ def _basic_auth(url: str) -> dict:
 
 def _checked(response: Response) -> Response:
     if response.status >= 400:
+        response.drain()
         response.close()
         raise FetchError(
             f"HTTP {response.status} from {redact(response.url)[:120]}",
@@ -249,9 +280,20 @@ def _origin(url: str) -> tuple:
 
 
 def _request(target: Vetted, method, headers, data, timeout) -> Response:
-    """One request, to the first vetted address that accepts a connection."""
+    """One request: on a kept-alive connection to a vetted address if the thread has one,
+    else to the first vetted address that accepts a connection."""
     parts = urllib.parse.urlsplit(target.url)
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    kept = _POOL.take(target, timeout)
+    if kept is not None:
+        try:
+            kept.request(method, path, body=data, headers=headers)
+            return Response(kept, kept.getresponse(), target.url)
+        except (OSError, http.client.HTTPException) as exc:
+            kept.close()
+            if data is not None or not _closed_while_idle(exc):
+                raise FetchError(_cannot(target, exc)) from exc
+            # the server closed the idle connection first: a new one (no request was served)
     error: Exception | None = None
     for address in target.addresses:
         conn = _connection(target, address, timeout)
@@ -263,15 +305,23 @@ def _request(target: Vetted, method, headers, data, timeout) -> Response:
             error = exc
             if not isinstance(exc, ConnectionRefusedError):
                 break  # the server was reached: another address would repeat the request
-    detail = f"cannot fetch {redact(target.url)[:120]}: {type(error).__name__}: {error}"
-    raise FetchError(detail) from error
+    raise FetchError(_cannot(target, error)) from error
+
+
+def _cannot(target: Vetted, error: Exception | None) -> str:
+    return f"cannot fetch {redact(target.url)[:120]}: {type(error).__name__}: {error}"
+
+
+def _closed_while_idle(exc: Exception) -> bool:
+    """A kept-alive connection the server had closed: no answer at all came back."""
+    closed = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+    return isinstance(exc, closed)
 
 
 def _connection(target: Vetted, address: str, timeout: float) -> http.client.HTTPConnection:
     if target.scheme == "https":
-        context = ssl.create_default_context()
         conn = http.client.HTTPSConnection(
-            target.host, target.port, timeout=timeout, context=context
+            target.host, target.port, timeout=timeout, context=_tls_context()
         )
     else:
         conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
@@ -281,7 +331,64 @@ def _connection(target: Vetted, address: str, timeout: float) -> http.client.HTT
         return socket.create_connection((address, target.port), timeout, source_address)
 
     conn._create_connection = connect_to_vetted
+    conn.vidal_key = (target.scheme, target.host, target.port, address)
     return conn
+
+
+_TLS: list[ssl.SSLContext] = []
+
+
+def _tls_context() -> ssl.SSLContext:
+    """One default context per process: building one loads the CA store (milliseconds)."""
+    if not _TLS:
+        _TLS.append(ssl.create_default_context())
+    return _TLS[0]
+
+
+class _KeptAlive(threading.local):
+    """Each thread's idle connections, keyed (scheme, host, port, address): one thread makes
+    one request at a time, so one idle connection per key. Beyond `MAX` the least recently
+    used is closed; one idle longer than `IDLE_S` (servers drop idle ones) is closed instead
+    of reused, and when the next connection comes back."""
+
+    MAX = 16
+    IDLE_S = 15.0
+
+    def __init__(self):
+        self.idle: dict[tuple, tuple[http.client.HTTPConnection, float]] = {}
+
+    def put(self, conn: http.client.HTTPConnection) -> None:
+        key = getattr(conn, "vidal_key", None)
+        if key is None or conn.sock is None:
+            conn.close()
+            return
+        now = time.monotonic()
+        for old_key in [k for k, (_, since) in self.idle.items() if now - since > self.IDLE_S]:
+            self.idle.pop(old_key)[0].close()
+        old = self.idle.pop(key, None)
+        if old is not None:
+            old[0].close()
+        self.idle[key] = (conn, now)
+        while len(self.idle) > self.MAX:
+            self.idle.pop(next(iter(self.idle)))[0].close()
+
+    def take(self, target: Vetted, timeout: float) -> http.client.HTTPConnection | None:
+        """An idle connection to one of the addresses `target` was just vetted for."""
+        for address in target.addresses:
+            found = self.idle.pop((target.scheme, target.host, target.port, address), None)
+            if found is None:
+                continue
+            conn, since = found
+            if time.monotonic() - since > self.IDLE_S or conn.sock is None:
+                conn.close()
+                continue
+            conn.timeout = timeout
+            conn.sock.settimeout(timeout)
+            return conn
+        return None
+
+
+_POOL = _KeptAlive()
 
 
 # -- recording -------------------------------------------------------------------------------

@@ -145,3 +145,32 @@ def test_a_killed_runs_uncommitted_downloads_are_swept(server, crawl_config, tmp
     assert outcome.counts["downloaded"] == 1 and not leftover.exists()
     kept = [r["path"] for r in rows.values()]
     assert sorted(f"raw/{p.name}" for p in leftover.parent.iterdir()) == kept
+
+
+def test_a_direct_download_resolves_its_url_once(server, tmp_path, monkeypatch):
+    """The URL check before the download and the connection use one lookup (no second
+    answer to rebind to): a name that answers another address after its first lookup is
+    still downloaded from the first."""
+    import socket
+
+    from vidal import net
+    from vidal.crawl.ratelimit import LocalLimiter
+
+    answers = iter(["127.0.0.1", "127.0.0.2"])  # nothing listens on 127.0.0.2
+    lookups = []
+    real = socket.getaddrinfo
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "clips.test":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    url = server.url("/m/ok-once.mp4").replace("127.0.0.1", "clips.test")
+    opts = download.DownloadOptions(rate_per_s=0, attempts=1)
+    got, failure, tries = download.download(
+        url, "url", opts, LocalLimiter({}, 0), str(tmp_path), policy=net.UrlPolicy(True)
+    )
+    assert failure is None and got.bytes == len(server.clip)
+    assert lookups == ["clips.test"]

@@ -99,3 +99,21 @@ def test_a_crawl_from_before_the_sharded_store_resumes(server, crawl_config, tmp
     outcome = run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True)
     assert outcome.counts["downloaded"] == 3 and not server.counts
     assert manifest(out) == first and not (out / "work/crawl/candidates.parquet").exists()
+
+
+def test_a_lost_ingest_note_only_rereads_the_list(server, crawl_config, tmp_path):
+    """work/crawl/ingested.json is written without fsync: a crash that loses it has the next
+    run read the list again, and its rows merge into the candidates they are: nothing is
+    downloaded again and the outputs stay what they were."""
+    from vidal.run.crawl import INGESTED, run_crawl
+
+    listed = tmp_path / "urls.csv"
+    listed.write_text("url\n" + "".join(server.url(f"/m/ok-{i}.mp4") + "\n" for i in range(3)))
+    out = tmp_path / "out"
+    assert run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True).exit_code == 0
+    first = manifest(out)
+    (out / INGESTED).unlink()
+    server.reset()
+    outcome = run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True)
+    assert outcome.counts["downloaded"] == 3 and not server.counts
+    assert manifest(out) == first and (out / INGESTED).exists()

@@ -1,6 +1,7 @@
 """Hostile HTTP servers for the security tests, on loopback addresses only (127.0.0.1, and
 127.0.0.2 as the "internal" host a redirect or a link must never reach). Each counts the
-requests per path and records the Authorization header of each."""
+requests per path and the connections it accepted, and records the Authorization header of
+each request. HTTP/1.0 (a connection per request) unless `keep_alive`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ import threading
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.owner.lock:
+            self.server.owner.connections += 1
 
     def log_message(self, *args) -> None:
         return None
@@ -36,6 +42,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+        if server.hang_up:  # keep-alive announced, the connection dropped anyway
+            self.close_connection = True
+
+
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -48,12 +60,14 @@ class _Server(http.server.ThreadingHTTPServer):
 class Loopback:
     """`routes[path] = (status, headers, body)`; `hits[path]` counts requests."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, keep_alive: bool = False):
         self.routes: dict[str, tuple[int, dict, bytes]] = {}
         self.hits: collections.Counter = collections.Counter()
         self.auth: list[tuple[str, str | None]] = []
+        self.connections = 0
+        self.hang_up = False  # keep-alive servers: close each connection after one answer
         self.lock = threading.Lock()
-        self.httpd = _Server((host, port), _Handler)
+        self.httpd = _Server((host, port), _KeepAliveHandler if keep_alive else _Handler)
         self.httpd.owner = self
         self.host, self.port = host, self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

@@ -90,10 +90,13 @@ def container_of(head: bytes) -> str | None:
     return None
 
 
-def open_media(url: str, policy: net.UrlPolicy, timeout: float) -> net.Response:
-    """The GET of a direct link; an HTTP error or a refusal as a DirectFailure."""
+def open_media(
+    url: str, policy: net.UrlPolicy, timeout: float, vetted: net.Vetted | None = None
+) -> net.Response:
+    """The GET of a direct link (to `vetted`'s addresses when given: the crawl resolved the
+    URL once, before queueing it); an HTTP error or a refusal as a DirectFailure."""
     try:
-        return net.open_url(url, policy, timeout)
+        return net.open_url(url, policy, timeout, vetted=vetted)
     except net.UrlRefused as exc:
         raise DirectFailure(Failure(taxonomy.URL_REFUSED, exc.detail)) from None
     except net.FetchError as exc:
@@ -112,12 +115,12 @@ def is_video_response(response: net.Response) -> bool:
 
 def stream_to_file(
     response: net.Response, path: str, url: str, max_bytes: int
-) -> tuple[str, tuple[bytes, bytes]]:
+) -> tuple[str, tuple[bytes, bytes, int]]:
     """The body into `path`, checked as it arrives: announced and received size against the
     cap, the first bytes against text and container magic, the end against the announced
     length. Returns the extension its magic (and the URL) say, and the file's first and last
-    `KEEP` bytes (its container header is read from them); raises DirectFailure, and the
-    caller removes what was written."""
+    `KEEP` bytes and its size (its container header is read from them); raises DirectFailure,
+    and the caller removes what was written."""
     length = _content_length(response)
     if length is not None and length > max_bytes:
         raise _fail(taxonomy.TOO_LARGE, f"{length} bytes announced > {max_bytes}")
@@ -132,7 +135,7 @@ def stream_to_file(
     got = out.size
     if length is not None and got < length:  # the connection ended early: worth a retry
         raise _fail(taxonomy.NETWORK, f"{got} bytes received, {length - got} more expected")
-    return ext, (out.first, out.last)
+    return ext, (out.first, out.last, got)
 
 
 def _content_length(response: net.Response) -> int | None:

@@ -90,20 +90,27 @@ class CapExceeded(Exception):
 def check_url(url: str, allow_local: bool, policy: net.UrlPolicy | None = None) -> Failure | None:
     """Only http(s) URLs whose host resolves to allowed addresses (vidal.net), unless local
     sources are allowed explicitly; None when the URL may be fetched."""
+    return vet_url(url, allow_local, policy)[1]
+
+
+def vet_url(
+    url: str, allow_local: bool, policy: net.UrlPolicy | None = None
+) -> tuple[net.Vetted | None, Failure | None]:
+    """`check_url`, with the vetted addresses when the URL was resolved: the direct path
+    connects to them (one resolution per URL, nothing to rebind in between)."""
     scheme = urllib.parse.urlsplit(url).scheme.lower()
     if allow_local and (scheme == "file" or (not scheme and url)):
-        return None
+        return None, None
     if scheme not in ("http", "https"):
-        return Failure(taxonomy.URL_REFUSED, net.check_scheme(url) or scheme)
+        return None, Failure(taxonomy.URL_REFUSED, net.check_scheme(url) or scheme)
     if policy is None:
-        return None
+        return None, None
     try:
-        net.vet(url, policy)
+        return net.vet(url, policy), None
     except net.UrlRefused as exc:
-        return Failure(taxonomy.URL_REFUSED, exc.detail)
+        return None, Failure(taxonomy.URL_REFUSED, exc.detail)
     except net.FetchError as exc:
-        return Failure(taxonomy.NETWORK, exc.detail)
-    return None
+        return None, Failure(taxonomy.NETWORK, exc.detail)
 
 
 def limiter_key(platform: str, url: str) -> str:
@@ -144,7 +151,7 @@ def download(
     """Download with retries: (result, None, tries) or (None, failure, tries). A direct link's
     body is written to `media_path` when given (a temp name in the store: no copy after),
     else into a temp folder under `workdir`, like yt-dlp's downloads."""
-    refused = check_url(url, opts.allow_local, policy)
+    vetted, refused = vet_url(url, opts.allow_local, policy)
     if refused and refused.reason != taxonomy.NETWORK:
         return None, refused, 0
     bucket = limiter_key(platform, url)
@@ -157,7 +164,8 @@ def download(
         proxy = pick_proxy(opts.proxies, seed, attempt)
         try:
             sniff = platform == "url"
-            got = attempt_once(url, opts, workdir, proxy, policy, sniff, media_path)
+            first = vetted if attempt == 1 else None  # a retry resolves the name again
+            got = attempt_once(url, opts, workdir, proxy, policy, sniff, media_path, first)
             return got, None, attempt
         except Exception as exc:  # yt-dlp raises many types; each becomes a taxonomy entry
             failure = exc.failure if isinstance(exc, CapExceeded) else taxonomy.classify(exc)
@@ -177,15 +185,17 @@ def attempt_once(
     policy: net.UrlPolicy = net.UrlPolicy(),
     sniff: bool = False,
     media_path: str | None = None,
+    vetted: net.Vetted | None = None,
 ) -> Downloaded:
     """One try: a direct media link by plain HTTP; otherwise (pages, platforms) a fresh temp
     folder, yt-dlp with our caps, then the written file verified. With `sniff` (a URL-list
-    row), a link without a media extension is fetched once to see if it serves video/*."""
+    row), a link without a media extension is fetched once to see if it serves video/*.
+    `vetted`: the URL's vetted addresses, when the caller resolved it already."""
     if direct_allowed(opts, proxy):
         if direct.media_extension(url):
-            return direct_attempt(url, opts, workdir, policy, None, media_path)
+            return direct_attempt(url, opts, workdir, policy, None, media_path, vetted)
         if sniff and _sniffable(url):
-            response = _sniffed_media(url, opts, policy)
+            response = _sniffed_media(url, opts, policy, vetted)
             if response is not None:
                 return direct_attempt(url, opts, workdir, policy, response, media_path)
     return ytdlp_attempt(url, opts, workdir, proxy, policy)
@@ -200,11 +210,11 @@ def _sniffable(url: str) -> bool:
     return url.lower().startswith(("http://", "https://")) and not direct.claimed_by_platform(url)
 
 
-def _sniffed_media(url: str, opts: DownloadOptions, policy: net.UrlPolicy):
+def _sniffed_media(url: str, opts: DownloadOptions, policy: net.UrlPolicy, vetted=None):
     """The open GET of `url` when it answers video/*; None (closed) for anything else,
     failures included: yt-dlp then reads the URL as a page and reports what it finds."""
     try:
-        response = direct.open_media(url, policy, opts.socket_timeout)
+        response = direct.open_media(url, policy, opts.socket_timeout, vetted)
     except direct.DirectFailure:
         return None
     if direct.is_video_response(response):
@@ -214,7 +224,13 @@ def _sniffed_media(url: str, opts: DownloadOptions, policy: net.UrlPolicy):
 
 
 def direct_attempt(
-    url, opts: DownloadOptions, workdir: str, policy, response=None, path: str | None = None
+    url,
+    opts: DownloadOptions,
+    workdir: str,
+    policy,
+    response=None,
+    path: str | None = None,
+    vetted: net.Vetted | None = None,
 ) -> Downloaded:
     """A direct link streamed to `path` (else a temp folder's file) and verified from its
     header (no yt-dlp); on failure nothing is left behind."""
@@ -223,7 +239,7 @@ def direct_attempt(
         folder = tempfile.mkdtemp(prefix="dl-", dir=workdir)
         path = os.path.join(folder, "media")
     try:
-        response = response or direct.open_media(url, policy, opts.socket_timeout)
+        response = response or direct.open_media(url, policy, opts.socket_timeout, vetted)
         with response:
             ext, ends = direct.stream_to_file(response, path, url, opts.max_bytes)
         info = direct.direct_info(url, ext, None)
@@ -414,13 +430,14 @@ def _verified(
     path: str, info: dict, opts: DownloadOptions, ext: str = "", ends: tuple | None = None
 ) -> Downloaded:
     """The file checked by content and described from its header. `ends`: a direct
-    download's first and last bytes, held in memory (its head was checked as it arrived)."""
+    download's first and last bytes, held in memory (its head was checked as it arrived),
+    and its size."""
     from vidal.crawl.search import candidate
     from vidal.media.ffmpeg import MediaError
     from vidal.media.mp4_header import read_header
     from vidal.media.probe import probe
 
-    size = os.path.getsize(path)
+    size = ends[2] if ends else os.path.getsize(path)
     if size > opts.max_bytes:
         raise CapExceeded(Failure(taxonomy.TOO_LARGE, f"{size} bytes > {opts.max_bytes}"))
     if ends is None:

@@ -41,6 +41,7 @@ class Store:
         self.fs, root = fsspec.core.url_to_fs(self.url)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         self.root = os.path.abspath(root) if self.is_local else root.rstrip("/")
+        self._made: set[str] = set()  # local folders `local_temp` made (or found) already
 
     def __reduce__(self):
         return (Store, (self.url,))
@@ -76,9 +77,9 @@ class Store:
         except json.JSONDecodeError:
             return None  # a marker that does not parse is treated as absent: the work reruns
 
-    def write_json(self, rel: str, obj) -> None:
+    def write_json(self, rel: str, obj, durable: bool = True) -> None:
         text = json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False, default=str)
-        self.write_bytes(rel, text.encode("utf-8"))
+        self.write_bytes(rel, text.encode("utf-8"), durable)
 
     def read_table(self, rel: str) -> pa.Table:
         return pq.read_table(io.BytesIO(self.read_bytes(rel)))
@@ -153,8 +154,11 @@ class Store:
         if not self.is_local:
             raise ValueError("local_temp needs a local store")
         final = self.path(rel)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        return os.path.join(os.path.dirname(final), temp_name(os.path.basename(final)))
+        folder = os.path.dirname(final)
+        if folder not in self._made:  # once, not a mkdir and a stat per downloaded file
+            os.makedirs(folder, exist_ok=True)
+            self._made.add(folder)
+        return os.path.join(folder, temp_name(os.path.basename(final)))
 
     def commit_local(self, moves: list[tuple[str, str]], map_fn=map) -> list[OSError | None]:
         """Temp files (`local_temp`) renamed to their `rel`s durably, as a batch: each fsynced

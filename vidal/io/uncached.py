@@ -8,6 +8,14 @@ filled in place (`space()`, then `filled(n)`: a socket's `readinto` needs no ext
 written a whole chunk at a time; the tail of under a block goes through the page cache.
 Where O_DIRECT is refused (tmpfs, some network file systems: at open, or at the first write)
 the same calls write through the page cache. Durability stays the caller's fsync.
+
+Chosen by measurement against buffered writes made durable by the batch's parallel fsync
+(`Store.commit_local`), on the shared 2-core VM: 64 files of 1.41 MB from 8 threads took 174 ms
+to write + 18 ms to commit direct, 85 + 107 ms buffered (load ~19); a whole `crawl --urls` of 64
+loopback links 446 ms direct, 2,559 ms buffered (load ~25, medians of 5). Direct writes wait
+for the disk while other threads read their sockets; buffered ones cost page allocations up
+front and leave the whole batch's I/O to the commit, when no download runs. The cost: a build
+right after a crawl reads its clips from disk, not from the page cache.
 """
 
 from __future__ import annotations

@@ -34,15 +34,17 @@ class _Unreadable(Exception):
     """The header holds something this reader leaves to PyAV."""
 
 
-def read_header(path: str | os.PathLike, first: bytes = b"", last: bytes = b"") -> dict | None:
+def read_header(
+    path: str | os.PathLike, first: bytes = b"", last: bytes = b"", size: int | None = None
+) -> dict | None:
     """duration, fps, width, height, num_frames, video_codec, has_audio, container and
     size_bytes (the keys `ProbeResult.to_dict()` shares) of an MP4/MOV file; None when the
     file is not one this reader describes with confidence. `first` and `last`: the file's
     first and last bytes where the caller still holds them (a download just written): boxes
-    inside them are not read from the file again."""
+    inside them are not read from the file again; `size`: the file's, when the caller knows."""
     path = os.fspath(path)
     try:
-        with _Reader(path, first, last) as f:
+        with _Reader(path, first, last, size) as f:
             moov = _find_moov(f)
             if moov is None:
                 return None
@@ -58,9 +60,9 @@ class _Reader:
     """Byte ranges of the file, from `first`/`last` when they hold the range, else read from
     the file (opened on the first such read)."""
 
-    def __init__(self, path: str, first: bytes, last: bytes):
+    def __init__(self, path: str, first: bytes, last: bytes, size: int | None = None):
         self.path, self.first, self.last = path, first, last
-        self.size = os.path.getsize(path)
+        self.size = os.path.getsize(path) if size is None else size
         self._file = None
 
     def read_at(self, offset: int, n: int) -> bytes:

@@ -386,7 +386,10 @@ class Crawl:
             return
         inbox.add(iter_url_candidates(urls_file, allow_local))
         inbox.flush()
-        self.store.write_json(INGESTED, listed)
+        # a note that saves the next run a re-read, not state: written without fsync (two
+        # journal commits a job), since a crash that loses it only has the list read again,
+        # its rows merging into the candidates they already are
+        self.store.write_json(INGESTED, listed, durable=False)
         self.progress.say(f"{inbox.added} URL rows read from {urls_file}")
 
     # downloads and outputs ----------------------------------------------------------------
