@@ -20,6 +20,11 @@ between its batches over its wall time), across every shard boundary.
 `--plan-rows` also plans a manifest of that many rows alone (Builder.plan: its map/reduce pass
 in the workers of `--plan-runner`, max(64, N/1000) shards) and prints the time and the driver's
 peak RSS. Manifests are written in row groups of 65,536 rows, as large manifests are.
+
+Ray gets `--ray-cpus` logical CPUs (default 3 on this 2-core machine, as the demo pipeline
+does): the fake model's actor holds 0.5 of them for the whole pass, and with 2 only one 1-CPU
+step could run beside it, so the figure would be Ray's CPU accounting, not the machinery. A GPU
+model's actor on a GPU node holds a GPU and a small share of the node's CPUs.
 """
 
 from __future__ import annotations
@@ -127,12 +132,12 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def child_build(manifest: str, out: str, shards: int, batch_s: float) -> dict:
+def child_build(manifest: str, out: str, shards: int, batch_s: float, cpus: int) -> dict:
     from vidal.config import load_config
     from vidal.run.build import Builder
     from vidal.run.ray_runner import RayRunner
 
-    overrides = [f"shards={shards}", "runner.progress=false", "runner.num_cpus=2"]
+    overrides = [f"shards={shards}", "runner.progress=false", f"runner.num_cpus={cpus}"]
     config = load_config("demo", [*overrides, "runner.object_store_mb=300"])
     runner = RayRunner(config.runner)
     builder = Builder(config, manifest, out, runner)
@@ -148,6 +153,7 @@ def child_build(manifest: str, out: str, shards: int, batch_s: float) -> dict:
     return {
         "samples": n,
         "shards": shards,
+        "ray_cpus": cpus,
         "plan_s": round(t1 - t0, 1),
         "stages_s": round(t2 - t1, 1),
         "samples_per_s": round(n / (t2 - t1), 1),
@@ -190,14 +196,14 @@ def child_plan(manifest: str, out: str, shards: int, kind: str) -> dict:
     }
 
 
-def run_child(mode: str, rows: int, root: Path, batch_s: float | str = 0.02) -> dict:
+def run_child(mode: str, rows: int, root: Path, batch_s: float | str = 0.02, cpus: int = 3):
     manifest = root / f"manifest-{rows}.parquet"
     if not manifest.exists():
         write_manifest(manifest, rows)
     out = root / f"{mode}-{rows}" / "out"
     shards = max(64, rows // 1000)
     argv = [sys.executable, __file__, "--child", mode, str(manifest), str(out), str(shards)]
-    argv.append(str(batch_s))
+    argv += [str(batch_s), str(cpus)]
     done = subprocess.run(argv, capture_output=True, text=True)
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -225,25 +231,27 @@ def main() -> int:
         help="the fake model's seconds per batch in the idle-share build (512 samples/s: the "
         "bottleneck, well below the chain's rate)",
     )
-    p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--ray-cpus", type=int, default=3, help="Ray's logical CPUs in the builds")
+    p.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        mode, manifest, out, shards, batch_s = args.child
+        mode, manifest, out, shards, batch_s, cpus = args.child
         if mode == "build":
-            result = child_build(manifest, out, int(shards), float(batch_s))
+            result = child_build(manifest, out, int(shards), float(batch_s), int(cpus))
         else:
             result = child_plan(manifest, out, int(shards), batch_s)
         print(json.dumps(result), flush=True)
         return 0
     print(f"before the streaming core: {json.dumps(BEFORE)}")
     with tempfile.TemporaryDirectory(prefix="vidal-scale-") as tmp:
-        results = {n: throughput(n, Path(tmp), args.model_batch_s) for n in args.sizes}
+        cpus = args.ray_cpus
+        results = {n: throughput(n, Path(tmp), args.model_batch_s, cpus) for n in args.sizes}
         if len(results) > 1:
             lo, hi = min(results), max(results)
             growth = results[hi]["driver_peak_rss_mb"] / results[lo]["driver_peak_rss_mb"]
             print(f"driver peak RSS N={hi} / N={lo}: {growth:.2f}")
         if args.idle_n:
-            r = run_child("build", args.idle_n, Path(tmp), args.idle_batch_s)
+            r = run_child("build", args.idle_n, Path(tmp), args.idle_batch_s, cpus)
             print(
                 f"model as the bottleneck (N={args.idle_n}, {r['shards']} shards, "
                 f"{args.idle_batch_s} s a batch): idle share after its first batch "
@@ -260,10 +268,11 @@ def main() -> int:
     return 0
 
 
-def throughput(n: int, root: Path, batch_s: float) -> dict:
-    r = run_child("build", n, root, batch_s)
+def throughput(n: int, root: Path, batch_s: float, cpus: int) -> dict:
+    r = run_child("build", n, root, batch_s, cpus)
     print(
         f"N={n:>8}  {r['shards']:>6} shards  {r['samples_per_s']:>8.1f} samples/s  "
+        f"(Ray CPUs {cpus}) "
         f"(first model batch after {r['first_model_batch_s']} s)  driver "
         f"{r['driver_ms_per_sample']:.4f} ms/sample  peak RSS {r['driver_peak_rss_mb']:.0f} MB  "
         f"model loads {r['model_loads']}  (plan {r['plan_s']} s)",
