@@ -1,5 +1,6 @@
-"""The Ray runner: same results as the local runner; CPU stages as one task per shard, named
-after them; model stages as Ray Data actor pools whose setup runs once per actor."""
+"""The Ray runner: same results as the local runner; CPU stages as tasks of a few rows of one
+shard, named after them; model stages as Ray Data actor pools whose setup runs once per
+actor."""
 
 from __future__ import annotations
 
@@ -220,23 +221,29 @@ class TaskStage(PidStage):
         return batch
 
 
-def test_cpu_stages_run_as_one_task_per_shard_named_after_them(ray_cluster, tmp_path):
-    """CPU stages with the same resources run together, a shard per task (a task reads its
-    shard's rows itself), in tasks named after the stages they run."""
+def test_cpu_stages_run_as_tasks_of_a_few_rows_of_one_shard(ray_cluster, tmp_path):
+    """CPU stages with the same resources run together, in tasks named after them, each on
+    consecutive rows (in key order) of one shard, at most the stages' smallest batch: the cores
+    share the last shard's rows instead of one core running it alone."""
     record = str(tmp_path / "setups.log")
-    first, second = TaskStage(record_to=record), TaskStage(record_to=record)
+    first, second = TaskStage(record_to=record), TaskStage(record_to=record, batch_size=3)
     second.name = "task_cpu_2"  # an instance name: its own rows and markers
     runner = RayRunner(load_config("demo", ["runner.progress=false"]).runner)
     rows, ctx = _rows(24), StageContext(out=str(tmp_path / "out"))
     out = _stream(runner, [first, second], ctx, rows)
     assert sorted(r["key"] for r in out) == sorted(r["key"] for r in rows)
-    shards_of = collections.defaultdict(set)  # task id -> shards it ran
+    tasks = collections.defaultdict(list)  # task id -> (shard, key) it ran
     for row in out:
         fields = Sample.from_json(row["record"]).fields
         assert fields["task_cpu"] == fields["task_cpu_2"]  # one task ran both stages
         assert fields["task_cpu"]["name"] == "task_cpu+task_cpu_2"
-        shards_of[fields["task_cpu"]["id"]].add(row["shard"])
-    assert sorted(s for shards in shards_of.values() for s in shards) == [0, 1, 2]
+        tasks[fields["task_cpu"]["id"]].append((row["shard"], row["key"]))
+    assert len(tasks) == 12  # 3 shards of 8 rows, 2 rows a task
+    for ran in tasks.values():
+        assert len({shard for shard, _ in ran}) == 1
+        shard_keys = sorted(r["key"] for r in rows if r["shard"] == ran[0][0])
+        where = shard_keys.index(min(k for _, k in ran))
+        assert where % 2 == 0 and sorted(k for _, k in ran) == shard_keys[where : where + 2]
 
 
 def test_model_stage_runs_as_actor_pool_set_up_once_per_actor(ray_cluster, tmp_path):

@@ -19,7 +19,7 @@ import threading
 import numpy as np
 
 from vidal.config import RunnerConfig
-from vidal.run.stream import ShardTracker, StageStep, read_shard, spans
+from vidal.run.stream import ShardTracker, StageStep, open_shard, read_shard, read_slice, spans
 from vidal.stages.base import StageContext
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,14 @@ def _shard_source(items: list[dict], out: str, plan, tracker):
     return ShardSource()
 
 
-def _shard_task(item: dict, step: StageStep) -> int:
-    """One shard through a step of CPU stages: its rows read from the store, the step run."""
-    batch = read_shard(item, step.ctx.out, step.plan, step.tracker)
-    return len(step(batch)["key"])
+def _open_task(item: dict, step: StageStep) -> int:
+    """A shard's pass begins (`open_shard`); returns how many samples it has."""
+    return open_shard(item, step.ctx.out, step.plan, step.tracker)
+
+
+def _slice_task(item: dict, first: int, count: int, step: StageStep) -> int:
+    """Rows [first, first + count) of an opened shard through a step of CPU stages."""
+    return len(step(read_slice(item, step.ctx.out, step.plan, first, count))["key"])
 
 
 def _count(batch: dict) -> dict:
@@ -151,25 +155,37 @@ class RayRunner:
         self.last_dataset = ds  # for its execution stats (ds.stats())
 
     def _shard_tasks(self, step: StageStep, items: list[dict]) -> None:
-        """The pass as one task per shard that reads the shard's rows and runs the step on
-        them. Ray Data would add its executor's polling to the driver and read tasks and a
-        stats actor, each a process that imports Ray Data, to a pass that needs none of its
-        streaming (nothing flows between operators); the tasks are named after the step and
-        retried on a lost worker as Ray Data retries its own."""
-        stage = step.stages[0]
+        """The pass as Ray tasks without Ray Data, whose executor's polling in the driver and
+        read tasks and stats actor (processes that each import it) a pass of CPU stages does
+        not need: nothing streams between operators. Per shard, a task opens it, then tasks
+        of a few rows each (the step's smallest batch, cut from the shard's first key: the
+        same batches in every run) run the step; so the cores stay busy to the end of the
+        pass, where whole shards of unequal lengths would leave one working alone. Tasks are
+        named after the step and retried on a lost worker as Ray Data retries its own."""
+        ray, stage = self.ray, step.stages[0]
         options = {"num_cpus": stage.num_cpus, "max_retries": -1, "name": step.name}
         if stage.resources:
             options["resources"] = dict(stage.resources)
-        task = self.ray.remote(_shard_task).options(**options)
-        shared = self.ray.put(step)
-        limit = stage.concurrency or len(items)
-        pending = []
-        for item in items:
-            if len(pending) >= limit:  # a stage's `concurrency`: at most that many shards at once
-                done, pending = self.ray.wait(pending, num_returns=1)
-                self.ray.get(done)  # a task's error stops the pass, as in Ray Data
-            pending.append(task.remote(item, shared))
-        self.ray.get(pending)
+        shared = ray.put(step)
+        run = ray.remote(_slice_task).options(**options)
+        opens = {ray.remote(_open_task).options(**options).remote(i, shared): i for i in items}
+        unit = max(1, min(s.batch_size for s in step.stages))
+        pending: list = []
+        while opens:
+            (ref,), _ = ray.wait(list(opens), num_returns=1)
+            item, count = opens.pop(ref), ray.get(ref)
+            for first in range(0, count, unit):
+                pending = self._bounded(pending, stage.concurrency)
+                pending.append(run.remote(item, first, min(unit, count - first), shared))
+        ray.get(pending)
+
+    def _bounded(self, pending: list, limit: int | None) -> list:
+        """`pending` once fewer than `limit` (a stage's `concurrency`) are in flight; a
+        finished task's error stops the pass, as in Ray Data."""
+        while limit and len(pending) >= limit:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            self.ray.get(done)
+        return pending
 
     def map_samples(self, stage, ctx: StageContext, samples: list) -> list:
         """One stage over a list of samples (the crawl's waves): records in, records out."""
