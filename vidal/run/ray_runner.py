@@ -117,6 +117,8 @@ class RayRunner:
                 ray.init(address=config.ray_address, **kwargs)
             else:
                 store = config.object_store_mb * 1024**2 if config.object_store_mb else None
+                if config.worker_niceness is not None:
+                    kwargs["_system_config"] = {"worker_niceness": config.worker_niceness}
                 ray.init(num_cpus=config.num_cpus, object_store_memory=store, **kwargs)
         self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
 
@@ -168,21 +170,23 @@ class RayRunner:
             options["resources"] = dict(stage.resources)
         shared = ray.put(step)
         run = ray.remote(_slice_task).options(**options)
-        opens = {ray.remote(_open_task).options(**options).remote(i, shared): i for i in items}
+        opener = ray.remote(_open_task).options(**options)
+        opens = [opener.remote(item, shared) for item in items]
         unit = max(1, min(s.batch_size for s in step.stages))
+        # a few tasks queued per CPU keep the workers busy; the driver holds no more refs
+        limit = stage.concurrency or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
         pending: list = []
-        while opens:
-            (ref,), _ = ray.wait(list(opens), num_returns=1)
-            item, count = opens.pop(ref), ray.get(ref)
+        for item, opened in zip(items, opens, strict=True):  # Ray runs them in this order
+            count = ray.get(opened)
             for first in range(0, count, unit):
-                pending = self._bounded(pending, stage.concurrency)
+                pending = self._bounded(pending, limit)
                 pending.append(run.remote(item, first, min(unit, count - first), shared))
         ray.get(pending)
 
-    def _bounded(self, pending: list, limit: int | None) -> list:
-        """`pending` once fewer than `limit` (a stage's `concurrency`) are in flight; a
-        finished task's error stops the pass, as in Ray Data."""
-        while limit and len(pending) >= limit:
+    def _bounded(self, pending: list, limit: int) -> list:
+        """`pending` once fewer than `limit` are in flight; a finished task's error stops the
+        pass, as in Ray Data."""
+        while len(pending) >= limit:
             done, pending = self.ray.wait(pending, num_returns=1)
             self.ray.get(done)
         return pending
