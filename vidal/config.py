@@ -35,6 +35,9 @@ class RunnerConfig:
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or ray://host:port
     num_cpus: int | None = None  # CPUs for a local Ray; None = all
     object_store_mb: int | None = None
+    # niceness of the workers of a Ray started here: 0, the build's own priority; Ray's default,
+    # 15, makes the ffmpeg of a build on a shared machine yield its cores to every other process
+    worker_niceness: int | None = 0  # None: Ray's default
     progress: bool = True
 
 

@@ -1,11 +1,13 @@
-"""The Ray runner: a pass (vidal.run.stream) becomes one Ray Data execution whose operators
-are named after the stages.
+"""The Ray runner: a pass (vidal.run.stream) becomes Ray tasks named after its stages.
 
-Read tasks load their shard's rows from the stage store; CPU stages run as tasks; model stages
-(`uses_model`) run as actor pools that live for the whole pass, so a model loads once per
-actor, with `num_gpus` when the cluster has GPUs. Workers write their (stage, shard) rows and
-markers; only a row count per block reaches the driver. `ray.init()` starts Ray on this machine
-unless `runner.ray_address` points at a cluster.
+A pass whose stages are all CPU stages with the same resources (the media build: probe,
+keyframes, audio, clip) runs as one Ray task per shard, which reads the shard's rows from the
+stage store and runs the fused step on them. Any other pass is one Ray Data execution whose
+operators are named after the stages: read tasks load their shard's rows; CPU stages run as
+tasks; model stages (`uses_model`) run as actor pools that live for the whole pass, so a model
+loads once per actor, with `num_gpus` when the cluster has GPUs. Workers write their (stage,
+shard) rows and markers; only a row count per shard reaches the driver. `ray.init()` starts Ray
+on this machine unless `runner.ray_address` points at a cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import threading
 import numpy as np
 
 from vidal.config import RunnerConfig
-from vidal.run.stream import ShardTracker, StageStep, read_shard, spans
+from vidal.run.stream import ShardTracker, StageStep, open_shard, read_shard, read_slice, spans
 from vidal.stages.base import StageContext
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,16 @@ def _shard_source(items: list[dict], out: str, plan, tracker):
     return ShardSource()
 
 
+def _open_task(item: dict, step: StageStep) -> int:
+    """A shard's pass begins (`open_shard`); returns how many samples it has."""
+    return open_shard(item, step.ctx.out, step.plan, step.tracker)
+
+
+def _slice_task(item: dict, first: int, count: int, step: StageStep) -> int:
+    """Rows [first, first + count) of an opened shard through a step of CPU stages."""
+    return len(step(read_slice(item, step.ctx.out, step.plan, first, count))["key"])
+
+
 def _count(batch: dict) -> dict:
     """The end of a pass: only how many rows passed reaches the driver, never the records."""
     return {"rows": np.array([len(batch["key"])], dtype=np.int64)}
@@ -87,7 +99,6 @@ def _count(batch: dict) -> dict:
 class RayRunner:
     def __init__(self, config: RunnerConfig):
         import ray
-        import ray.data
 
         self.ray = ray
         if not ray.is_initialized():
@@ -106,20 +117,31 @@ class RayRunner:
                 ray.init(address=config.ray_address, **kwargs)
             else:
                 store = config.object_store_mb * 1024**2 if config.object_store_mb else None
+                if config.worker_niceness is not None:
+                    kwargs["_system_config"] = {"worker_niceness": config.worker_niceness}
                 ray.init(num_cpus=config.num_cpus, object_store_memory=store, **kwargs)
-        data_ctx = ray.data.DataContext.get_current()
-        data_ctx.enable_progress_bars = False
-        data_ctx.print_on_execution_start = False
         self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
 
     def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        """One Ray Data execution for the whole pass: every shard's rows stream through every
-        stage; model stages are actor pools that live (and keep their model) for the pass."""
+        """One execution for the whole pass: every shard's rows stream through every stage.
+        A pass whose stages are all CPU stages fused into one step runs as one Ray task per
+        shard (`_shard_tasks`); any other is one Ray Data execution, whose model stages are
+        actor pools that live (and keep their model) for the pass."""
         ray = self.ray
         names = [s.name for s in plan.stages]
         first = min(item["start"] for item in items)
         tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
         steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages, first)]
+        with _Poller(ray, tracker, progress):
+            if len(steps) == 1 and not steps[0].stages[0].uses_model:
+                self._shard_tasks(steps[0], items)
+            else:
+                self._dataset(steps, items, ctx, plan, tracker)
+        return ray.get(tracker.failure.remote())
+
+    def _dataset(self, steps: list[StageStep], items: list[dict], ctx, plan, tracker) -> None:
+        """The pass as one Ray Data execution: read tasks a shard each, an operator per step."""
+        ray = _ray_data()
         source = _shard_source(items, ctx.out, plan, tracker)
         # reading a shard's rows is light I/O: it asks for no CPU, or on a cluster without GPUs,
         # where the model actors hold every CPU, no shard would ever be read (a deadlock)
@@ -130,11 +152,44 @@ class RayRunner:
         for step in steps:
             ds = self._map(ds, step)
         ds = ds.map_batches(_count, batch_size=None, batch_format="numpy")
-        with _Poller(ray, tracker, progress):
-            for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                pass
+        for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            pass
         self.last_dataset = ds  # for its execution stats (ds.stats())
-        return ray.get(tracker.failure.remote())
+
+    def _shard_tasks(self, step: StageStep, items: list[dict]) -> None:
+        """The pass as Ray tasks without Ray Data, whose executor's polling in the driver and
+        read tasks and stats actor (processes that each import it) a pass of CPU stages does
+        not need: nothing streams between operators. Per shard, a task opens it, then tasks
+        of a few rows each (the step's smallest batch, cut from the shard's first key: the
+        same batches in every run) run the step; so the cores stay busy to the end of the
+        pass, where whole shards of unequal lengths would leave one working alone. Tasks are
+        named after the step and retried on a lost worker as Ray Data retries its own."""
+        ray, stage = self.ray, step.stages[0]
+        options = {"num_cpus": stage.num_cpus, "max_retries": -1, "name": step.name}
+        if stage.resources:
+            options["resources"] = dict(stage.resources)
+        shared = ray.put(step)
+        run = ray.remote(_slice_task).options(**options)
+        opener = ray.remote(_open_task).options(**options)
+        opens = [opener.remote(item, shared) for item in items]
+        unit = max(1, min(s.batch_size for s in step.stages))
+        # a few tasks queued per CPU keep the workers busy; the driver holds no more refs
+        limit = stage.concurrency or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
+        pending: list = []
+        for item, opened in zip(items, opens, strict=True):  # Ray runs them in this order
+            count = ray.get(opened)
+            for first in range(0, count, unit):
+                pending = self._bounded(pending, limit)
+                pending.append(run.remote(item, first, min(unit, count - first), shared))
+        ray.get(pending)
+
+    def _bounded(self, pending: list, limit: int) -> list:
+        """`pending` once fewer than `limit` are in flight; a finished task's error stops the
+        pass, as in Ray Data."""
+        while len(pending) >= limit:
+            done, pending = self.ray.wait(pending, num_returns=1)
+            self.ray.get(done)
+        return pending
 
     def map_samples(self, stage, ctx: StageContext, samples: list) -> list:
         """One stage over a list of samples (the crawl's waves): records in, records out."""
@@ -142,7 +197,7 @@ class RayRunner:
 
         rows = _columns(samples)
         items = [{"key": k, "record": r} for k, r in zip(rows["key"], rows["record"], strict=True)]
-        ds = self.ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
+        ds = _ray_data().data.from_items(items, override_num_blocks=max(1, min(len(items), 64)))
         common = dict(batch_size=stage.batch_size, batch_format="numpy", num_cpus=stage.num_cpus)
         fn = _named_step(_OneStage(stage, ctx))
         out = {"key": [], "record": []}
@@ -158,7 +213,7 @@ class RayRunner:
             common["resources"] = dict(stage.resources)
         if not stage.uses_model:
             if stage.concurrency:
-                common["compute"] = self.ray.data.TaskPoolStrategy(size=stage.concurrency)
+                common["compute"] = _ray_data().data.TaskPoolStrategy(size=stage.concurrency)
             return ds.map_batches(_named_step(step), **common)
         gpus = stage.num_gpus if self.has_gpus else 0
         if stage.num_gpus and not self.has_gpus:
@@ -169,7 +224,7 @@ class RayRunner:
         return ds.map_batches(
             pool,
             fn_constructor_kwargs={"step": step},
-            compute=self.ray.data.ActorPoolStrategy(size=stage.concurrency or 1),
+            compute=_ray_data().data.ActorPoolStrategy(size=stage.concurrency or 1),
             num_gpus=gpus,
             **common,
         )
@@ -188,6 +243,18 @@ class RayRunner:
     def shutdown(self) -> None:
         if os.environ.get("VIDAL_KEEP_RAY") != "1":
             self.ray.shutdown()
+
+
+def _ray_data():
+    """Ray, with Ray Data imported and quiet (no progress bars, no execution banner): only the
+    passes that use it pay for its import."""
+    import ray
+    import ray.data
+
+    data_ctx = ray.data.DataContext.get_current()
+    data_ctx.enable_progress_bars = False
+    data_ctx.print_on_execution_start = False
+    return ray
 
 
 class _Poller:
