@@ -1,6 +1,5 @@
-"""The Ray runner: same results as the local runner; CPU stages as tasks of a few rows of one
-shard, named after them; model stages as Ray Data actor pools whose setup runs once per
-actor."""
+"""The Ray runner: same results as the local runner, Ray Data operators named after the
+stages, model stages as actor pools whose setup runs once per actor."""
 
 from __future__ import annotations
 
@@ -134,7 +133,7 @@ def ray_and_local_builds(clip_bank, tmp_path_factory, ray_cluster):
 
     def capture_stream(self, *args, **kwargs):
         result = original_stream(self, *args, **kwargs)
-        executed.append(getattr(self, "last_dataset", None))  # None: the pass ran as tasks
+        executed.append(self.last_dataset)
         return result
 
     mp = pytest.MonkeyPatch()
@@ -196,54 +195,26 @@ def test_ray_build_shard_files_complete(ray_and_local_builds):
     )
 
 
-def test_media_build_runs_without_ray_data(ray_and_local_builds):
-    """The media stages are CPU stages that share one step: the build's pass runs as Ray tasks,
-    with no Ray Data execution (its executor, read tasks and stats actor cost a 2-core build
-    seconds of CPU); the model path (below) is the one that makes operators."""
-    _ray_outcome(ray_and_local_builds)
-    assert ray_and_local_builds["executed"] == [None]  # one pass, no dataset
-    assert ray_and_local_builds["datasets"] == []
-
-
-@dataclass
-class TaskStage(PidStage):
-    """Records the Ray task that ran each sample: its id and its name."""
-
-    name: ClassVar[str] = "task_cpu"
-
-    def process_batch(self, batch: list[Sample]) -> list[Sample]:
-        import ray
-
-        context = ray.get_runtime_context()
-        for sample in batch:
-            task = {"id": context.get_task_id(), "name": context.get_task_name()}
-            sample.fields[self.name] = task
-        return batch
-
-
-def test_cpu_stages_run_as_tasks_of_a_few_rows_of_one_shard(ray_cluster, tmp_path):
-    """CPU stages with the same resources run together, in tasks named after them, each on
-    consecutive rows (in key order) of one shard, at most the stages' smallest batch: the cores
-    share the last shard's rows instead of one core running it alone."""
-    record = str(tmp_path / "setups.log")
-    first, second = TaskStage(record_to=record), TaskStage(record_to=record, batch_size=3)
-    second.name = "task_cpu_2"  # an instance name: its own rows and markers
-    runner = RayRunner(load_config("demo", ["runner.progress=false"]).runner)
-    rows, ctx = _rows(24), StageContext(out=str(tmp_path / "out"))
-    out = _stream(runner, [first, second], ctx, rows)
-    assert sorted(r["key"] for r in out) == sorted(r["key"] for r in rows)
-    tasks = collections.defaultdict(list)  # task id -> (shard, key) it ran
-    for row in out:
-        fields = Sample.from_json(row["record"]).fields
-        assert fields["task_cpu"] == fields["task_cpu_2"]  # one task ran both stages
-        assert fields["task_cpu"]["name"] == "task_cpu+task_cpu_2"
-        tasks[fields["task_cpu"]["id"]].append((row["shard"], row["key"]))
-    assert len(tasks) == 12  # 3 shards of 8 rows, 2 rows a task
-    for ran in tasks.values():
-        assert len({shard for shard, _ in ran}) == 1
-        shard_keys = sorted(r["key"] for r in rows if r["shard"] == ran[0][0])
-        where = shard_keys.index(min(k for _, k in ran))
-        assert where % 2 == 0 and sorted(k for _, k in ran) == shard_keys[where : where + 2]
+def test_ray_data_operators_are_named_after_the_stages(ray_and_local_builds):
+    datasets = ray_and_local_builds["datasets"]
+    assert datasets, "the Ray runner made no dataset"
+    ds = datasets[-1]
+    chain = []
+    op = ds._logical_plan.dag
+    while op is not None:
+        chain.append(op.name)
+        op = op.input_dependencies[0] if op.input_dependencies else None
+    chain.reverse()
+    # one execution: the shards' read tasks, every stage, and a row count for the driver;
+    # CPU stages with the same resources share an operator ("probe+keyframes+...")
+    assert chain[0] == "Readshards", chain  # the datasource's read tasks: a shard each
+    steps = [name.removeprefix("MapBatches(").removesuffix(")") for name in chain[1:]]
+    assert "+".join(steps).split("+") == STAGE_NAMES, chain
+    assert len(steps) < len(STAGE_NAMES), "the CPU stages were not fused into one step"
+    (executed,) = ray_and_local_builds["executed"]  # one execution for the whole build
+    stats = executed.stats()
+    for step in steps:
+        assert f"MapBatches({step})" in stats
 
 
 def test_model_stage_runs_as_actor_pool_set_up_once_per_actor(ray_cluster, tmp_path):

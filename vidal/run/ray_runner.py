@@ -1,13 +1,11 @@
-"""The Ray runner: a pass (vidal.run.stream) becomes Ray tasks named after its stages.
+"""The Ray runner: a pass (vidal.run.stream) becomes one Ray Data execution whose operators
+are named after the stages.
 
-A pass whose stages are all CPU stages with the same resources (the media build: probe,
-keyframes, audio, clip) runs as one Ray task per shard, which reads the shard's rows from the
-stage store and runs the fused step on them. Any other pass is one Ray Data execution whose
-operators are named after the stages: read tasks load their shard's rows; CPU stages run as
-tasks; model stages (`uses_model`) run as actor pools that live for the whole pass, so a model
-loads once per actor, with `num_gpus` when the cluster has GPUs. Workers write their (stage,
-shard) rows and markers; only a row count per shard reaches the driver. `ray.init()` starts Ray
-on this machine unless `runner.ray_address` points at a cluster.
+Read tasks load their shard's rows from the stage store; CPU stages run as tasks; model stages
+(`uses_model`) run as actor pools that live for the whole pass, so a model loads once per
+actor, with `num_gpus` when the cluster has GPUs. Workers write their (stage, shard) rows and
+markers; only a row count per block reaches the driver. `ray.init()` starts Ray on this machine
+unless `runner.ray_address` points at a cluster.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ import threading
 import numpy as np
 
 from vidal.config import RunnerConfig
-from vidal.run.stream import ShardTracker, StageStep, open_shard, read_shard, read_slice, spans
+from vidal.run.stream import ShardTracker, StageStep, read_shard, spans
 from vidal.stages.base import StageContext
 
 log = logging.getLogger(__name__)
@@ -97,16 +95,6 @@ def _plan(ref):
     return _PLANS[key]
 
 
-def _open_task(item: dict, step: StageStep) -> int:
-    """A shard's pass begins (`open_shard`); returns how many samples it has."""
-    return open_shard(item, step.ctx.out, step.plan, step.tracker)
-
-
-def _slice_task(item: dict, first: int, count: int, step: StageStep) -> int:
-    """Rows [first, first + count) of an opened shard through a step of CPU stages."""
-    return len(step(read_slice(item, step.ctx.out, step.plan, first, count))["key"])
-
-
 def _count(batch: dict) -> dict:
     """The end of a pass: only how many rows passed reaches the driver, never the records."""
     return {"rows": np.array([len(batch["key"])], dtype=np.int64)}
@@ -139,20 +127,18 @@ class RayRunner:
         self.has_gpus = ray.cluster_resources().get("GPU", 0) > 0
 
     def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        """One execution for the whole pass: every shard's rows stream through every stage.
-        A pass whose stages are all CPU stages fused into one step runs as one Ray task per
-        shard (`_shard_tasks`); any other is one Ray Data execution, whose model stages are
-        actor pools that live (and keep their model) for the pass."""
+        """One Ray Data execution for the whole pass: every shard's rows stream through every
+        stage; model stages are actor pools that live (and keep their model) for the pass. (A
+        pass of CPU stages only as plain Ray tasks, a shard opened and then slices of a few rows,
+        was tried: 0.50x the ffmpeg limit's wall rate on 60 clips against 0.68x this way, quiet
+        machine, same run conditions.)"""
         ray = self.ray
         names = [s.name for s in plan.stages]
         first = min(item["start"] for item in items)
         tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
         steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages, first)]
         with _Poller(ray, tracker, progress):
-            if len(steps) == 1 and not steps[0].stages[0].uses_model:
-                self._shard_tasks(steps[0], items)
-            else:
-                self._dataset(steps, items, ctx, plan, tracker)
+            self._dataset(steps, items, ctx, plan, tracker)
         return ray.get(tracker.failure.remote())
 
     def _dataset(self, steps: list[StageStep], items: list[dict], ctx, plan, tracker) -> None:
@@ -171,41 +157,6 @@ class RayRunner:
         for _ in ds.iter_batches(batch_size=None, batch_format="numpy"):
             pass
         self.last_dataset = ds  # for its execution stats (ds.stats())
-
-    def _shard_tasks(self, step: StageStep, items: list[dict]) -> None:
-        """The pass as Ray tasks without Ray Data, whose executor's polling in the driver and
-        read tasks and stats actor (processes that each import it) a pass of CPU stages does
-        not need: nothing streams between operators. Per shard, a task opens it, then tasks
-        of a few rows each (the step's smallest batch, cut from the shard's first key: the
-        same batches in every run) run the step; so the cores stay busy to the end of the
-        pass, where whole shards of unequal lengths would leave one working alone. Tasks are
-        named after the step and retried on a lost worker as Ray Data retries its own."""
-        ray, stage = self.ray, step.stages[0]
-        options = {"num_cpus": stage.num_cpus, "max_retries": -1, "name": step.name}
-        if stage.resources:
-            options["resources"] = dict(stage.resources)
-        shared = ray.put(step)
-        run = ray.remote(_slice_task).options(**options)
-        opener = ray.remote(_open_task).options(**options)
-        opens = [opener.remote(item, shared) for item in items]
-        unit = max(1, min(s.batch_size for s in step.stages))
-        # a few tasks queued per CPU keep the workers busy; the driver holds no more refs
-        limit = stage.concurrency or 4 * max(1, int(ray.cluster_resources().get("CPU", 1)))
-        pending: list = []
-        for item, opened in zip(items, opens, strict=True):  # Ray runs them in this order
-            count = ray.get(opened)
-            for first in range(0, count, unit):
-                pending = self._bounded(pending, limit)
-                pending.append(run.remote(item, first, min(unit, count - first), shared))
-        ray.get(pending)
-
-    def _bounded(self, pending: list, limit: int) -> list:
-        """`pending` once fewer than `limit` are in flight; a finished task's error stops the
-        pass, as in Ray Data."""
-        while len(pending) >= limit:
-            done, pending = self.ray.wait(pending, num_returns=1)
-            self.ray.get(done)
-        return pending
 
     def map_samples(self, stage, ctx: StageContext, samples: list) -> list:
         """One stage over a list of samples (the crawl's waves): records in, records out."""
