@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from tests.security.loopback import Loopback, only_127_0_0_1_is_public
+from tests.security.loopback import Loopback, only_127_0_0_1_is_public, rebinding_name
 from vidal import net
 
 PRIVATE_OK = net.UrlPolicy(allow_private=True)
@@ -81,15 +81,7 @@ def test_a_kept_connection_never_skips_the_vetting_of_the_next_url(site, monkeyp
     only_127_0_0_1_is_public(monkeypatch)
     site.serve("/a.mp4", b"first clip")
     site.serve("/b.mp4", b"second clip")
-    answers = iter(["127.0.0.1", "127.0.0.2"])
-    real = socket.getaddrinfo
-
-    def rebinding(host, port, *args, **kwargs):
-        if host != "rebind.test":
-            return real(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    rebinding_name(monkeypatch, "rebind.test", ["127.0.0.1", "127.0.0.2"])
     assert fetch(f"http://rebind.test:{site.port}/a.mp4", net.UrlPolicy()) == b"first clip"
     with pytest.raises(net.UrlRefused, match="loopback address 127.0.0.2"):
         fetch(f"http://rebind.test:{site.port}/b.mp4", net.UrlPolicy())

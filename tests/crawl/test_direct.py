@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.crawl.conftest import BIG_BYTES, CAP_BYTES
+from tests.security.loopback import rebinding_name
 from vidal.crawl import download
 from vidal.crawl.direct import claimed_by_platform, container_of, media_extension
 from vidal.io.store import is_temp, temp_name
@@ -151,22 +152,12 @@ def test_a_direct_download_resolves_its_url_once(server, tmp_path, monkeypatch):
     """The URL check before the download and the connection use one lookup (no second
     answer to rebind to): a name that answers another address after its first lookup is
     still downloaded from the first."""
-    import socket
 
     from vidal import net
     from vidal.crawl.ratelimit import LocalLimiter
 
-    answers = iter(["127.0.0.1", "127.0.0.2"])  # nothing listens on 127.0.0.2
-    lookups = []
-    real = socket.getaddrinfo
-
-    def rebinding(host, port, *args, **kwargs):
-        if host != "clips.test":
-            return real(host, port, *args, **kwargs)
-        lookups.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    # nothing listens on 127.0.0.2
+    lookups = rebinding_name(monkeypatch, "clips.test", ["127.0.0.1", "127.0.0.2"])
     url = server.url("/m/ok-once.mp4").replace("127.0.0.1", "clips.test")
     opts = download.DownloadOptions(rate_per_s=0, attempts=1)
     got, failure, tries = download.download(

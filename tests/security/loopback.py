@@ -99,3 +99,20 @@ def only_127_0_0_1_is_public(monkeypatch) -> None:
         return None if ip == "127.0.0.1" else real(ip)
 
     monkeypatch.setattr(net, "address_problem", problem)
+
+
+def rebinding_name(monkeypatch, host: str, answers: list[str]) -> list[str]:
+    """Make `host` resolve to `answers` in turn, one per lookup (a DNS rebinding name);
+    every other name resolves as usual. Returns the list of `host`'s lookups as they happen."""
+    import socket
+
+    queue, lookups, real = iter(answers), [], socket.getaddrinfo
+
+    def resolve(name, port, *args, **kwargs):
+        if name != host:
+            return real(name, port, *args, **kwargs)
+        lookups.append(name)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(queue), port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    return lookups

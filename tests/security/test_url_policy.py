@@ -10,7 +10,7 @@ import tarfile
 import pyarrow.parquet as pq
 import pytest
 
-from tests.security.loopback import Loopback, only_127_0_0_1_is_public
+from tests.security.loopback import Loopback, only_127_0_0_1_is_public, rebinding_name
 from vidal import net
 from vidal.media.synth import make_clip
 from vidal.run.jobs import build
@@ -218,21 +218,12 @@ def test_crawl_downloads_go_through_the_policy(site, internal, clip_bytes, tmp_p
 def test_the_connection_goes_to_the_vetted_address(site, monkeypatch):
     """DNS rebinding: a name that resolves to a public address for the check and to an internal
     one a moment later must still be fetched from the address that was checked."""
-    import socket
 
     only_127_0_0_1_is_public(monkeypatch)
     site.serve("/v.mp4", b"from the vetted address", "text/plain")
     internal = Loopback("127.0.0.2", site.port)  # same port: only the address differs
     internal.serve("/v.mp4", b"from the internal host", "text/plain")
-    answers = iter(["127.0.0.1", "127.0.0.2", "127.0.0.2"])
-    real = socket.getaddrinfo
-
-    def rebinding(host, port, *args, **kwargs):
-        if host != "rebind.test":
-            return real(host, port, *args, **kwargs)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
-
-    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    rebinding_name(monkeypatch, "rebind.test", ["127.0.0.1", "127.0.0.2", "127.0.0.2"])
     url = f"http://rebind.test:{site.port}/v.mp4"
     try:
         with net.open_url(url, net.UrlPolicy(), timeout=2) as answer:
