@@ -185,16 +185,23 @@ def write_rows_table(store: Store, stage: str, shard: int, table: pa.Table, mark
     records = dict(
         zip(table.column("key").to_pylist(), table.column("record").to_pylist(), strict=True)
     )
+    accounts = Accounts().add(table)
+    full = _write_marker(store, stage, shard, marker, len(records), digest(records), accounts)
+    store.remove(parts_dir(stage, shard), recursive=True)
+    return full
+
+
+def _write_marker(store, stage: str, shard: int, marker: dict, samples: int, digest_, accounts):
+    """The marker, written last: it vouches for the rows file written before it."""
     full = {
         **marker,
         "stage": stage,
-        "samples": len(records),
-        "digest": digest(records),
-        **Accounts().add(table).figures(),
+        "samples": samples,
+        "digest": digest_,
+        **accounts.figures(),
         "finished": time.time(),
     }
     store.write_json(marker_path(stage, shard), full)
-    store.remove(parts_dir(stage, shard), recursive=True)
     return full
 
 
@@ -231,16 +238,10 @@ class RowsWriter:
         if self.rows != expected or not self.in_order:
             return None
         store.write_bytes(rows_path(self.stage, self.shard), self.buffer.getvalue())
-        full = {
-            **marker,
-            "stage": self.stage,
-            "samples": self.rows,
-            "digest": self.hash.hexdigest()[:16],
-            **self.accounts.figures(),
-            "finished": time.time(),
-        }
-        store.write_json(marker_path(self.stage, self.shard), full)
-        return full
+        digest_ = self.hash.hexdigest()[:16]
+        return _write_marker(
+            store, self.stage, self.shard, marker, self.rows, digest_, self.accounts
+        )
 
 
 def _empty() -> pa.Table:

@@ -1,9 +1,7 @@
 """One streaming pass of a chain of stages over many shards: the pieces every runner composes.
 
-  open_shard     a shard's pass begins: stale rows invalidated, the tracker told how many
-                 samples will pass each stage of the chain for that shard;
-  read_slice     an opened shard's input rows from the stage store, all or a slice of them
-                 in key order (read_shard: both, a Ray Data read task);
+  read_shard     a read task: one shard's input rows from the stage store, registered with the
+                 tracker (how many samples will pass each stage of the chain for that shard);
   StageStep      a stage applied to a batch: reuses stored rows whose input did not change,
                  runs the stage on the rest, writes the batch's rows as a part file, reports
                  to the tracker, and finishes a (stage, shard) — rows and marker, through
@@ -152,42 +150,27 @@ def _call(tracker, method: str, *args):
     return ray.get(remote(*args))
 
 
-def open_shard(item: dict, out: str, plan: Plan, tracker) -> int:
-    """A shard's pass begins: the rows of the stages it reruns are invalidated and the tracker
-    told how many samples will pass each of them; returns that count (none: the (stage,
-    shard) pairs are finished empty here)."""
+def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
+    """A read task: the stale rows of the stages the shard reruns invalidated, the tracker told
+    how many samples will pass each of them, and the shard's input rows, as a batch of columns
+    in key order (none: the (stage, shard) pairs are finished empty here)."""
     store, shard, start = Store(out), int(item["shard"]), int(item["start"])
     for index in range(start, len(plan.stages)):
         rows_io.invalidate(store, plan.stages[index].name, shard)
-    table = rows_io.read_table(store, plan.input_stage(start), shard)
-    count = 0 if table is None else table.num_rows
-    _call(tracker, "expect", shard, start, count)
-    if not count:
+    records = rows_io.read_rows(store, plan.input_stage(start), shard)
+    _call(tracker, "expect", shard, start, len(records))
+    if not records:
         for index in range(start, len(plan.stages)):
             rows_io.write_rows(store, plan.stages[index].name, shard, {}, plan.marker(index, shard))
-    return count
-
-
-def read_slice(item: dict, out: str, plan: Plan, first: int = 0, count: int | None = None):
-    """Input rows [first, first + count) of an opened shard, in key order, as a batch of
-    columns (count None: to the end)."""
-    shard, start = int(item["shard"]), int(item["start"])
-    records = rows_io.read_rows(Store(out), plan.input_stage(start), shard)
-    keys = sorted(records)[first : None if count is None else first + count]
+    keys = sorted(records)
     return {
         "key": np.array(keys, dtype=object),
         "shard": np.full(len(keys), shard, dtype=np.int64),
         "start": np.full(len(keys), start, dtype=np.int64),
-        "count": np.full(len(keys), len(records), dtype=np.int64),  # the whole shard's size
+        "count": np.full(len(keys), len(keys), dtype=np.int64),  # the whole shard's size
         "poisoned": np.full(len(keys), len(plan.stages), dtype=np.int64),  # none yet
         "record": np.array([records[k] for k in keys], dtype=object),
     }
-
-
-def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
-    """A read task: one shard opened (`open_shard`) and its input rows, as a batch."""
-    open_shard(item, out, plan, tracker)
-    return read_slice(item, out, plan)
 
 
 def _whole_shards(shards: list[int], counts) -> set[int]:
