@@ -215,6 +215,9 @@ def test_ray_data_operators_are_named_after_the_stages(ray_and_local_builds):
     stats = executed.stats()
     for step in steps:
         assert f"MapBatches({step})" in stats
+    # a pass without model stages reads each shard in the task that processes it: no worker
+    # processes that only read, no block through the object store between read and step
+    assert f"Readshards->MapBatches({steps[0]})" in stats, stats
 
 
 def test_model_stage_runs_as_actor_pool_set_up_once_per_actor(ray_cluster, tmp_path):
