@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import io
 import json
+import tarfile
 import time
 
 import pyarrow as pa
@@ -137,15 +138,12 @@ def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerpr
     records = store.read_table(rows_path).column("record").to_pylist()
     samples = sorted((Sample.from_json(r) for r in records), key=lambda s: s.key)
     rows = []
-    import webdataset as wds  # imports torch: only where a tar is written, not at CLI start
-
     with store.staging(f"{shard_name(shard)}.tar") as tmp, open(tmp, "wb") as stream:
-        writer = wds.TarWriter(stream, mtime=TAR_MTIME, user="vidal", group="vidal")
-        for sample in samples:
-            values = stage_columns(sample)
-            sizes = _write_sample(writer, store, sample, caption_view)
-            rows.append(shard_row(sample, caption_view, sizes, values))
-        writer.close()
+        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                values = stage_columns(sample)
+                sizes = _write_sample(tar, store, sample, caption_view)
+                rows.append(shard_row(sample, caption_view, sizes, values))
     store.write_table(
         f"{shard_name(shard)}.parquet", pa.Table.from_pylist(rows, schema=shard_schema())
     )
@@ -155,7 +153,7 @@ def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerpr
     return stats
 
 
-def _write_sample(writer, store: Store, sample: Sample, caption_view: str) -> dict:
+def _write_sample(tar: tarfile.TarFile, store: Store, sample: Sample, caption_view: str) -> dict:
     if not sample.ok:
         return {}
     try:
@@ -163,8 +161,23 @@ def _write_sample(writer, store: Store, sample: Sample, caption_view: str) -> di
     except OSError as exc:  # a payload vanished from the store: fail the sample, not the shard
         sample.fail("pack", "missing_payload", str(exc))
         return {}
-    writer.write(members)
+    write_members(tar, members)
     return {k: len(v) for k, v in members.items() if k != "__key__"}
+
+
+def write_members(tar: tarfile.TarFile, members: dict) -> None:
+    """One sample's members, as webdataset's `TarWriter(mtime=TAR_MTIME, user="vidal",
+    group="vidal")` writes bytes values: byte for byte the same archive (USTAR, members in
+    sorted order, mode 0444; tests compare). Not through webdataset itself: importing it
+    imports torch, 4.4 s of CPU in every worker process that packs a shard."""
+    key = members["__key__"]
+    for ext in sorted(members):
+        if ext.startswith("_"):
+            continue
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(members[ext]), TAR_MTIME, 0o444
+        info.uname = info.gname = "vidal"
+        tar.addfile(info, io.BytesIO(members[ext]))
 
 
 def shard_stats(rows: list[dict], shard: int, fingerprint: str, seconds: float) -> dict:
@@ -197,7 +210,5 @@ def read_stats(store: Store, shard: int) -> dict | None:
 
 def list_tar_keys(data: bytes) -> list[str]:
     """Keys of a tar's samples, for tests and checks (no vidal reader needed elsewhere)."""
-    import tarfile
-
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         return sorted({m.name.split(".", 1)[0] for m in tar.getmembers()})
