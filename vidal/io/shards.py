@@ -138,12 +138,15 @@ def pack_shard(out: str, shard: int, rows_path: str, caption_view: str, fingerpr
     records = store.read_table(rows_path).column("record").to_pylist()
     samples = sorted((Sample.from_json(r) for r in records), key=lambda s: s.key)
     rows = []
-    with store.staging(f"{shard_name(shard)}.tar") as tmp, open(tmp, "wb") as stream:
-        with tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in samples:
-                values = stage_columns(sample)
-                sizes = _write_sample(tar, store, sample, caption_view)
-                rows.append(shard_row(sample, caption_view, sizes, values))
+    with (
+        store.staging(f"{shard_name(shard)}.tar") as tmp,
+        open(tmp, "wb") as stream,
+        tarfile.open(fileobj=stream, mode="w|", format=tarfile.USTAR_FORMAT) as tar,
+    ):
+        for sample in samples:
+            values = stage_columns(sample)
+            sizes = _write_sample(tar, store, sample, caption_view)
+            rows.append(shard_row(sample, caption_view, sizes, values))
     store.write_table(
         f"{shard_name(shard)}.parquet", pa.Table.from_pylist(rows, schema=shard_schema())
     )
