@@ -10,8 +10,9 @@ Over two corpora of generated 720p h264+aac clips (5-20 s, cached in <out>/clips
 - the whole build (`vidal build`, Ray on this machine): clips/s, peak RSS of the driver,
   mp4 bytes and how many kept clips have audio;
 - the limit: per clip one single-threaded ffmpeg that decodes once and writes the same outputs
-  (the encode at ClipStage's settings, the FLAC, the 8 tiled frames), as many in parallel as
-  there are cores. The build's ratio to it says how much the pipeline itself costs.
+  as the build's media stages (the mp4 and FLAC at the clip stage's settings, the 8 frames
+  tiled at the keyframes' size and, as vidal10m keeps full frames for its model stages, at the
+  source's size), as many in parallel as there are cores. The build's ratio to it says how much the pipeline itself costs.
 - encoder settings: preset/crf/tune candidates on the first clips of the 2-s-GOP corpus (CPU
   seconds, mp4 bytes, PSNR against the source downscaled as the clip stage scales it), and one
   2-thread ffmpeg at a time against two 1-thread ones in parallel.
@@ -36,10 +37,11 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+from vidal.config import load_config
 from vidal.media.audio import extract_audio
 from vidal.media.encode import EncodeSettings, encode_clip, even_size
 from vidal.media.ffmpeg import ffmpeg_exe, run_ffmpeg
-from vidal.media.frames import plan_frames, sample_keyframes, uniform_indices
+from vidal.media.frames import plan_frames, sample_keyframes, scaled_size, uniform_indices
 from vidal.media.onepass import decode_once
 from vidal.media.probe import probe
 from vidal.media.synth import make_bench_clip
@@ -50,6 +52,7 @@ SIZE = (1280, 720)
 FRAMES = 8
 # the media stages, whose outputs the limit reproduces (model stages need weights)
 BUILD_OVERRIDES = ["stages=[probe,keyframes,audio,clip]"]
+BUILD_CONFIG = load_config("vidal10m", BUILD_OVERRIDES)  # what `vidal build` runs below
 REFERENCE = "full decode (ffmpeg -threads 1)"
 TARGETS = {"exact": 0.4, "snap": 0.1, "build_vs_limit": 0.95}
 
@@ -179,26 +182,33 @@ def one_pass(path: Path, tmp: Path) -> None:
 
 
 def limit_command(path: Path, out: Path) -> list[str]:
-    """One single-threaded ffmpeg writing the clip, its FLAC and the 8 tiled frames."""
+    """One single-threaded ffmpeg writing what the build's media stages write for the clip (in
+    the build's pipeline): the mp4 and FLAC at the clip stage's settings, and the 8 frames
+    tiled at the keyframes stage's short side, plus at the source's size when that pipeline
+    keeps full frames for its model stages (vidal10m does)."""
     info = probe(path)
-    s = ClipStage()
-    width, height = even_size(info.width, info.height, s.short_side)
+    clip, keyframes = (BUILD_CONFIG.stage(name) for name in ("clip", "keyframes"))
+    width, height = even_size(info.width, info.height, clip.short_side)
     picks = uniform_indices(info.num_frames, FRAMES)
     select = "+".join(f"eq(n\\,{i})" for i in picks)
-    graph = (
-        f"[0:v]split=2[a][b];[a]scale={width}:{height}:flags=bicubic,setsar=1[v];"
-        f"[b]select='{select}',scale={width}:{height}:flags=bicubic,tile={FRAMES}x1[f]"
-    )
+    sides = [keyframes.short_side] + ([keyframes.full_short_side] if keyframes.full_frames else [])
+    graph = f"[0:v]split={1 + len(sides)}[v0]" + "".join(f"[f{k}]" for k in range(len(sides)))
+    graph += f";[v0]scale={width}:{height}:flags=bicubic,setsar=1[v]"
+    for k, side in enumerate(sides):
+        w, h = scaled_size(info.width, info.height, side or None)
+        graph += f";[f{k}]select='{select}',scale={w}:{h}:flags=bicubic,tile={FRAMES}x1[t{k}]"
     one = ["-threads", "1"]
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
     cmd += [*one, "-filter_threads", "1", "-filter_complex_threads", "1", "-i", str(path)]
     cmd += ["-filter_complex", graph, "-map", "[v]", "-map", "0:a:0", "-c:v", "libx264"]
-    cmd += ["-preset", s.preset, "-crf", str(s.crf), "-pix_fmt", "yuv420p", *one]
-    cmd += ["-tune", s.tune] if s.tune else []
-    cmd += ["-c:a", "aac", "-b:a", s.audio_bitrate, "-ac", "1", "-movflags", "+faststart"]
+    cmd += ["-preset", clip.preset, "-crf", str(clip.crf), "-pix_fmt", "yuv420p", *one]
+    cmd += ["-tune", clip.tune] if clip.tune else []
+    cmd += ["-c:a", "aac", "-b:a", clip.audio_bitrate, "-ac", "1", "-movflags", "+faststart"]
     cmd += [str(out / "clip.mp4"), "-map", "0:a:0", "-ac", "1", "-ar", "16000", "-c:a", "flac"]
-    cmd += [str(out / "audio.flac"), "-map", "[f]", "-fps_mode", "passthrough", *one]
-    cmd += ["-frames:v", "1", "-q:v", "2", "-update", "1", str(out / "frames.jpg")]
+    cmd += [str(out / "audio.flac")]
+    for k in range(len(sides)):
+        cmd += ["-map", f"[t{k}]", "-fps_mode", "passthrough", *one, "-frames:v", "1"]
+        cmd += ["-q:v", "2", "-update", "1", str(out / f"frames{k}.jpg")]
     return cmd
 
 
@@ -207,7 +217,8 @@ def _limit_one(path: Path, tmp: Path) -> int:
     out = Path(tempfile.mkdtemp(dir=tmp))
     try:
         subprocess.run(limit_command(path, out), check=True, capture_output=True)
-        if not all((out / f).stat().st_size for f in ("clip.mp4", "audio.flac", "frames.jpg")):
+        outputs = list(out.iterdir())  # the mp4, the FLAC and a tile per frame size
+        if len(outputs) < 3 or not all(f.stat().st_size for f in outputs):
             raise RuntimeError(f"limit run on {path} left an empty output")
         return (out / "clip.mp4").stat().st_size
     finally:
