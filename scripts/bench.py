@@ -12,7 +12,8 @@ Over two corpora of generated 720p h264+aac clips (5-20 s, cached in <out>/clips
 - the limit: per clip one single-threaded ffmpeg that decodes once and writes the same outputs
   as the build's media stages (the mp4 and FLAC at the clip stage's settings, the 8 frames
   tiled at the keyframes' size and, as vidal10m keeps full frames for its model stages, at the
-  source's size), as many in parallel as there are cores. The build's ratio to it says how much the pipeline itself costs.
+  source's size), as many in parallel as there are cores. The build's ratio to it says how
+  much the pipeline itself costs.
 - encoder settings: preset/crf/tune candidates on the first clips of the 2-s-GOP corpus (CPU
   seconds, mp4 bytes, PSNR against the source downscaled as the clip stage scales it), and one
   2-thread ffmpeg at a time against two 1-thread ones in parallel.
