@@ -102,9 +102,9 @@ def test_a_crawl_from_before_the_sharded_store_resumes(server, crawl_config, tmp
 
 
 def test_a_lost_ingest_note_only_rereads_the_list(server, crawl_config, tmp_path):
-    """work/crawl/ingested.json is written without fsync: a crash that loses it has the next
-    run read the list again, and its rows merge into the candidates they are: nothing is
-    downloaded again and the outputs stay what they were."""
+    """A crawl that lost work/crawl/ingested.json reads the list again, and its rows merge
+    into the candidates they are: nothing is downloaded again and the outputs stay what they
+    were."""
     from vidal.run.crawl import INGESTED, run_crawl
 
     listed = tmp_path / "urls.csv"
@@ -117,3 +117,37 @@ def test_a_lost_ingest_note_only_rereads_the_list(server, crawl_config, tmp_path
     outcome = run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True)
     assert outcome.counts["downloaded"] == 3 and not server.counts
     assert manifest(out) == first and (out / INGESTED).exists()
+
+
+def test_the_ingest_note_is_written_after_its_rows_are_on_disk(
+    server, crawl_config, tmp_path, monkeypatch
+):
+    """The inbox's part files skip fsync; the note that makes later runs skip the list must
+    not reach the disk before them (a power loss would keep the note and lose the rows)."""
+    from vidal.io.store import Store
+    from vidal.run.crawl import INGESTED, run_crawl
+
+    events = []
+    write_bytes, sync = Store.write_bytes, Store.sync
+
+    def record_write(self, rel, data, durable=True):
+        if rel.startswith("work/found/") or rel == INGESTED:
+            events.append(("note" if rel == INGESTED else "part", durable))
+        return write_bytes(self, rel, data, durable)
+
+    def record_sync(self):
+        events.append(("sync", True))
+        return sync(self)
+
+    monkeypatch.setattr(Store, "write_bytes", record_write)
+    monkeypatch.setattr(Store, "sync", record_sync)
+    listed = tmp_path / "urls.csv"
+    listed.write_text("url\n" + "".join(server.url(f"/m/ok-{i}.mp4") + "\n" for i in range(3)))
+    out = tmp_path / "out"
+    assert run_crawl(crawl_config(), str(out), urls_file=str(listed), quiet=True).exit_code == 0
+    kinds = [kind for kind, _ in events]
+    assert "part" in kinds and kinds.count("note") == 1, events
+    note = kinds.index("note")
+    last_part = max(i for i, kind in enumerate(kinds[:note]) if kind == "part")
+    assert "sync" in kinds[last_part:note], events  # the parts, a sync, then the note
+    assert events[note] == ("note", True)  # itself written durably

@@ -386,10 +386,12 @@ class Crawl:
             return
         inbox.add(iter_url_candidates(urls_file, allow_local))
         inbox.flush()
-        # a note that saves the next run a re-read, not state: written without fsync (two
-        # journal commits a job), since a crash that loses it only has the list read again,
-        # its rows merging into the candidates they already are
-        self.store.write_json(INGESTED, listed, durable=False)
+        # the note vouches for the inbox's part files (written without fsync, up to one per
+        # shard and flush): they reach the disk first, or a power loss could keep the note and
+        # lose rows no later run would read again. (A lost note only has the list read again,
+        # its rows merging into the candidates they already are.)
+        self.store.sync()
+        self.store.write_json(INGESTED, listed)
         self.progress.say(f"{inbox.added} URL rows read from {urls_file}")
 
     # downloads and outputs ----------------------------------------------------------------
