@@ -1,5 +1,6 @@
 """The local generative wrappers with tiny models: shapes, one generate call per batch,
-determinism, batch invariance (left padding), decoding settings."""
+determinism, batch invariance (left padding), decoding settings, and loading from a local
+folder as a hub download is loaded."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 from vidal.models.captioner import ImageCaptioner, VideoCaptioner
 from vidal.models.generate import Decoding, check_model
 from vidal.models.llm import TextGenerator
+from vidal.models.speech import SpeechRecognizer
 
 D = Decoding(max_new_tokens=5)
 
@@ -93,3 +95,9 @@ def test_local_folders_load_and_caption_like_the_tiny_models(tmp_path, video):
     assert loaded.caption(batch, ["a clip"], D) == video.caption(batch, ["a clip"], D)
     text = TextGenerator.load(str(tmp_path / "llama"))
     assert text.generate(["a dog"], D) == llm.generate(["a dog"], D)
+    speech = SpeechRecognizer.load("tiny:whisper")
+    for part in (speech.model, speech.extractor, speech.tokenizer):
+        part.save_pretrained(tmp_path / "whisper")
+    wave = [np.sin(np.linspace(0, 400, 16_000)).astype(np.float32)]
+    heard = SpeechRecognizer.load(str(tmp_path / "whisper")).transcribe(wave, D)
+    assert heard == speech.transcribe(wave, D) and heard[0]

@@ -17,12 +17,11 @@ from __future__ import annotations
 import numpy as np
 
 from vidal.models import tiny
-from vidal.models.generate import Decoding, build_tiny, load_dtype, revision_of, source_of
+from vidal.models.generate import Decoding, load_bundle, revision_of
 from vidal.models.resolve import (
     ModelSource,
     autocast,
     load_image_processor,
-    select_device,
     to_pixels,
 )
 
@@ -37,13 +36,7 @@ class _Local:
 
     @classmethod
     def load(cls, ref: str, precision: str = "bf16", device: str | None = None, **kwargs):
-        source = source_of(ref)
-        device = device or select_device()
-        if source.kind == "tiny":
-            bundle = build_tiny(source.location)
-        else:
-            bundle = _from_folder(source.location, load_dtype(device, precision))
-        return cls(bundle, source, device, precision, **kwargs)
+        return cls(*load_bundle(ref, precision, device, _from_folder), precision, **kwargs)
 
     @property
     def ref(self) -> str:

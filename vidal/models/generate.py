@@ -11,6 +11,7 @@ they exercise the plumbing (shapes, batching, lineage, determinism), not the cap
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -102,6 +103,21 @@ def build_tiny(family: str) -> tiny.Bundle:
         bundle = builders[family]()
     bundle.model.eval()
     return bundle
+
+
+def load_bundle(
+    ref: str, precision: str, device: str | None, from_folder: Callable[[str, Any], tiny.Bundle]
+) -> tuple[tiny.Bundle, ModelSource, str]:
+    """The model of `ref` with its processor and tokenizer, where it resolves and on which
+    device: a tiny family built here, anything else by `from_folder(folder, dtype)` (the
+    wrapper's transformers classes, weights in `load_dtype`'s dtype)."""
+    from vidal.models.resolve import select_device
+
+    source = source_of(ref)
+    device = device or select_device()
+    if source.kind == "tiny":
+        return build_tiny(source.location), source, device
+    return from_folder(source.location, load_dtype(device, precision)), source, device
 
 
 def load_dtype(device: str, precision: str):

@@ -6,8 +6,8 @@ gets the prompt as it is.
 from __future__ import annotations
 
 from vidal.models import tiny
-from vidal.models.generate import Decoding, build_tiny, load_dtype, revision_of, source_of
-from vidal.models.resolve import autocast, select_device
+from vidal.models.generate import Decoding, load_bundle, revision_of
+from vidal.models.resolve import autocast
 
 
 class TextGenerator:
@@ -23,17 +23,7 @@ class TextGenerator:
 
     @classmethod
     def load(cls, ref: str, precision: str = "bf16", device: str | None = None) -> TextGenerator:
-        source = source_of(ref)
-        device = device or select_device()
-        if source.kind == "tiny":
-            bundle = build_tiny(source.location)
-        else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            dtype = load_dtype(device, precision)
-            model = AutoModelForCausalLM.from_pretrained(source.location, dtype=dtype)
-            bundle = tiny.Bundle(model, None, AutoTokenizer.from_pretrained(source.location))
-        return cls(bundle, source, device, precision)
+        return cls(*load_bundle(ref, precision, device, _from_folder), precision)
 
     @property
     def ref(self) -> str:
@@ -71,3 +61,10 @@ class TextGenerator:
             )
         texts = self.tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
         return [t.strip() for t in texts]
+
+
+def _from_folder(folder: str, dtype) -> tiny.Bundle:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    return tiny.Bundle(model, None, AutoTokenizer.from_pretrained(folder))

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from vidal.models import tiny
-from vidal.models.generate import Decoding, build_tiny, load_dtype, revision_of, source_of
-from vidal.models.resolve import autocast, select_device
+from vidal.models.generate import Decoding, load_bundle, revision_of
+from vidal.models.resolve import autocast
 
 
 class SpeechRecognizer:
@@ -21,18 +21,7 @@ class SpeechRecognizer:
 
     @classmethod
     def load(cls, ref: str, precision: str = "bf16", device: str | None = None):
-        source = source_of(ref)
-        device = device or select_device()
-        if source.kind == "tiny":
-            bundle = build_tiny(source.location)
-        else:
-            from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
-
-            dtype = load_dtype(device, precision)
-            model = AutoModelForSpeechSeq2Seq.from_pretrained(source.location, dtype=dtype)
-            processor = AutoProcessor.from_pretrained(source.location)
-            bundle = tiny.Bundle(model, processor.feature_extractor, processor.tokenizer)
-        return cls(bundle, source, device, precision)
+        return cls(*load_bundle(ref, precision, device, _from_folder), precision)
 
     @property
     def sample_rate(self) -> int:
@@ -53,3 +42,11 @@ class SpeechRecognizer:
             ids = self.model.generate(input_features=features, **decoding.hf_kwargs())
         texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
         return [t.strip() for t in texts]
+
+
+def _from_folder(folder: str, dtype) -> tiny.Bundle:
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(folder, dtype=dtype)
+    processor = AutoProcessor.from_pretrained(folder)
+    return tiny.Bundle(model, processor.feature_extractor, processor.tokenizer)
