@@ -15,6 +15,7 @@ forced to the sniffed container, only the `file` protocol); the binary is `ffmpe
 
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ def decode_once(
         frames = {s: _read_raw(raws[s], plan, s, len(wanted)) for s in short_sides}
     where = {index: k for k, index in enumerate(wanted)}
     order = [where[i] for i in plan.indices]
+    if order == list(range(len(wanted))):  # no frame asked twice: no copy to reorder
+        return PassOutputs(frames)
     return PassOutputs({side: f[order] for side, f in frames.items()})
 
 
@@ -130,9 +133,14 @@ def _clip_output(video, audio, dst, plan: FramePlan, settings: EncodeSettings, l
 
 
 def _read_raw(path: str, plan: FramePlan, side: int, count: int) -> np.ndarray:
+    """The frames ffmpeg wrote to `path`, mapped rather than read: the page cache's pages are
+    the array (reading ~24 MB of full-size frames into fresh memory cost 40-100 ms of CPU a
+    clip here, mapping them ~2 ms). Read-only; the mapping outlives the file's removal."""
     width, height = scaled_size(plan.width, plan.height, side or None)
-    data = np.fromfile(path, dtype=np.uint8) if os.path.exists(path) else np.empty(0, np.uint8)
-    if data.size != count * width * height * 3:
-        got = data.size // max(1, width * height * 3)
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    if size != count * width * height * 3:
+        got = size // max(1, width * height * 3)
         raise MediaError("decode_failed", f"{got} of {count} keyframes came out of the pass")
-    return data.reshape(count, height, width, 3)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mapped, dtype=np.uint8).reshape(count, height, width, 3)
