@@ -7,7 +7,6 @@ import io
 import json
 import subprocess
 import sys
-import tarfile
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 from vidal.io.shards import (
     TAR_MTIME,
     list_tar_keys,
+    open_tar,
     pack_shard,
     sample_json,
     shard_schema,
@@ -108,9 +108,10 @@ def test_tar_bytes_are_webdataset_tarwriters():
         {"__key__": "b0c1", "mp4": b"\x00" * 700, "json": b'{"k": 1}', "txt": "ü".encode()},
         {"__key__": "a9f2", "flac": b"fLaC" * 300, "depth.png": b"\x89PNG", "json": b"{}"},
         {"__key__": "c000", "txt": b""},
+        {"__key__": "k" * 128, "depth.png": b"\x89PNG" * 9},  # the longest key io/keys allows
     ]
     ours = io.BytesIO()
-    with tarfile.open(fileobj=ours, mode="w|", format=tarfile.USTAR_FORMAT) as tar:
+    with open_tar(ours) as tar:
         for members in samples:
             write_members(tar, members)
     theirs = io.BytesIO()
