@@ -301,3 +301,21 @@ def test_parallel_packs_do_not_delete_each_others_files(tmp_path):
         assert Path(tmp).exists(), "packing shard 1 deleted shard 0's file in progress"
     assert (tmp_path / "shards" / "vidal-00000.tar").read_bytes().startswith(b"shard 0")
     assert (tmp_path / "shards" / "vidal-00001.stats.json").exists()
+
+
+def test_reads_fuse_into_the_first_step_only_where_that_is_safe():
+    """A read asks for the first step's CPUs (so Ray Data fuses it into that step) only in a
+    pass without model stages, whose actors may hold every CPU, and only when the step has
+    no custom resources or concurrency, which keep Ray Data from fusing: else no CPU."""
+    from types import SimpleNamespace
+
+    from vidal.run.ray_runner import _read_cpus
+
+    def step(*stages):
+        return SimpleNamespace(stages=list(stages))
+
+    assert _read_cpus([step(PidStage(num_cpus=0.25)), step(PidStage(num_cpus=1.0))]) == 0.25
+    assert _read_cpus([step(PidStage()), step(ModelPidStage())]) == 0
+    assert _read_cpus([step(ModelPidStage())]) == 0
+    assert _read_cpus([step(PidStage(resources={"ssd": 1}))]) == 0
+    assert _read_cpus([step(PidStage(concurrency=2))]) == 0

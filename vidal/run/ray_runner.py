@@ -87,10 +87,15 @@ def _read_cpus(steps: list[StageStep]) -> float:
     rows is light I/O, and on a cluster without GPUs, where the model actors hold every CPU,
     a read waiting for one would never run (a deadlock). Without one, the first step's CPUs:
     Ray Data then fuses each read into that step's task, so a shard is read by the worker that
-    processes it (measured on 60 clips: two fewer Ray workers, ~5 s less CPU per build)."""
+    processes it (measured on 60 clips: two fewer Ray workers, ~5 s less CPU per build). Not
+    when that step asks for custom resources or a concurrency: Ray Data fuses only operators
+    with the same remote arguments and pool size, and an unfused read should cost no CPU."""
+    first = steps[0].stages[0]
+    if first.resources or first.concurrency:
+        return 0
     if any(stage.uses_model for step in steps for stage in step.stages):
         return 0
-    return steps[0].stages[0].num_cpus
+    return first.num_cpus
 
 
 _PLANS: dict = {}  # the plan of the pass this worker reads for, fetched once
