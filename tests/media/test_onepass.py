@@ -58,6 +58,21 @@ def test_same_frames_as_the_seeking_read_on_a_long_gop(bframes, tmp_path, mode):
     assert out.frames[256].shape == kf.frames.shape and diff.mean() < 1.0
 
 
+def test_frames_are_the_same_where_files_cannot_be_mapped(bframes, tmp_path, monkeypatch):
+    """The raw frames are mapped from ffmpeg's output; a temp folder on a file system that
+    refuses mmap (some FUSE mounts) falls back to reading them, with the same frames."""
+    plan = plan_frames(bframes, 8, "exact", 5.0)
+    mapped = onepass.decode_once(bframes, plan, (64,), None)
+    assert not mapped.frames[64].flags.writeable  # mapped: the page cache's pages
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(onepass.mmap, "mmap", refuse)
+    read = onepass.decode_once(bframes, plan, (64,), None)
+    assert np.array_equal(read.frames[64], mapped.frames[64])
+
+
 def test_clip_and_flac_are_what_the_separate_encode_writes(bframes, tmp_path):
     s = EncodeSettings(max_duration=5.0)
     plan = plan_frames(bframes, 8, "exact", 5.0)

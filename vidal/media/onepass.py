@@ -33,7 +33,9 @@ from vidal.media.frames import FramePlan, scaled_size
 class PassOutputs:
     """What one pass writes: the mp4 and FLAC paths given, and the frames at each short side."""
 
-    frames: dict[int, np.ndarray]  # short side (0: the source's size) -> (N, H, W, 3) uint8
+    # short side (0: the source's size) -> (N, H, W, 3) uint8, read-only (mapped from ffmpeg's
+    # output file)
+    frames: dict[int, np.ndarray]
 
 
 def vetted_input(path: str | os.PathLike, **extra) -> ffmpeg.nodes.FilterableStream:
@@ -71,7 +73,7 @@ def decode_once(
         frames = {s: _read_raw(raws[s], plan, s, len(wanted)) for s in short_sides}
     where = {index: k for k, index in enumerate(wanted)}
     order = [where[i] for i in plan.indices]
-    if order == list(range(len(wanted))):  # no frame asked twice: no copy to reorder
+    if order == list(range(len(wanted))):  # in order, none asked twice: no copy to reorder
         return PassOutputs(frames)
     return PassOutputs({side: f[order] for side, f in frames.items()})
 
@@ -141,6 +143,9 @@ def _read_raw(path: str, plan: FramePlan, side: int, count: int) -> np.ndarray:
     if size != count * width * height * 3:
         got = size // max(1, width * height * 3)
         raise MediaError("decode_failed", f"{got} of {count} keyframes came out of the pass")
-    with open(path, "rb") as f:
-        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return np.frombuffer(mapped, dtype=np.uint8).reshape(count, height, width, 3)
+    try:
+        with open(path, "rb") as f:
+            data = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+    except (OSError, ValueError):  # a temp folder on a file system that cannot map files
+        data = np.fromfile(path, dtype=np.uint8)
+    return data.reshape(count, height, width, 3)
