@@ -8,6 +8,7 @@ dot and end in `.tmp-<id>`, so no reader's `*.tar` or `*.parquet` pattern matche
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import io
 import json
 import os
@@ -67,10 +68,11 @@ class Store:
 
     def sync(self) -> None:
         """What was written without fsync (`durable=False`) on disk before what vouches for
-        it: one `sync` for a batch of files, where an fsync each waits for a journal commit
-        each. An object store's writes are durable when they return: nothing to do."""
+        it: one `syncfs` of the store's file system for a batch of files, where an fsync each
+        waits for a journal commit each. An object store's writes are durable when they
+        return: nothing to do."""
         if self.is_local:
-            os.sync()
+            _syncfs(self.root)
 
     def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
         with self.staging(rel, durable) as tmp, open(tmp, "wb") as f:
@@ -203,6 +205,22 @@ class Store:
     def copy_in(self, local_src: str, rel: str) -> None:
         with self.staging(rel) as tmp:
             shutil.copyfile(local_src, tmp)
+
+
+def _syncfs(path: str) -> None:
+    """syncfs(2) on the file system that holds `path`: its dirty pages only, not every
+    mount's as `os.sync` flushes them (the fallback where the C library has no syncfs)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:  # nothing written there yet: nothing to sync
+        return
+    try:
+        syncfs = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+        if syncfs is not None and syncfs(fd) == 0:
+            return
+    finally:
+        os.close(fd)
+    os.sync()
 
 
 def _fsync_file(path: str) -> None:
