@@ -5,7 +5,7 @@ Over two corpora of generated 720p h264+aac clips (5-20 s, cached in <out>/clips
 
 - reference: single-threaded ffmpeg decoding each clip's video in full;
 - keyframes (exact and snap, each backend): time as a ratio of the reference;
-- audio extraction, the clip re-encode (ClipStage's defaults) and the one pass of
+- audio extraction, the clip re-encode (the build's clip settings) and the one pass of
   vidal.media.onepass (keyframes + FLAC + mp4 in one ffmpeg): clips/s;
 - the whole build (`vidal build`, Ray on this machine): clips/s, peak RSS of the driver,
   mp4 bytes and how many kept clips have audio;
@@ -53,7 +53,8 @@ SIZE = (1280, 720)
 FRAMES = 8
 # the media stages, whose outputs the limit reproduces (model stages need weights)
 BUILD_OVERRIDES = ["stages=[probe,keyframes,audio,clip]"]
-BUILD_CONFIG = load_config("vidal10m", BUILD_OVERRIDES)  # what `vidal build` runs below
+BUILD_PIPELINE = "vidal10m"
+BUILD_CONFIG = load_config(BUILD_PIPELINE, BUILD_OVERRIDES)  # what `vidal build` runs below
 REFERENCE = "full decode (ffmpeg -threads 1)"
 TARGETS = {"exact": 0.4, "snap": 0.1, "build_vs_limit": 0.95}
 
@@ -118,8 +119,8 @@ def _has(module: str) -> bool:
 
 
 def encode_settings(duration: float) -> EncodeSettings:
-    """ClipStage's defaults, as the clip stage builds them."""
-    return ClipStage().encode_settings({"duration": duration})
+    """The build's clip settings, as the clip stage builds them."""
+    return BUILD_CONFIG.stage("clip").encode_settings({"duration": duration})
 
 
 def cpu_seconds() -> float:
@@ -175,8 +176,13 @@ def one_pass(path: Path, tmp: Path) -> None:
     info = probe(path)
     plan = plan_frames(path, FRAMES, "exact", info.duration)
     settings = encode_settings(info.duration)
-    short = KeyframesStage.short_side
-    decode_once(path, plan, (short,), tmp / "p.mp4", settings, tmp / "p.flac", has_audio=True)
+    decode_once(path, plan, tile_sides(), tmp / "p.mp4", settings, tmp / "p.flac", has_audio=True)
+
+
+def tile_sides() -> tuple[int, ...]:
+    """The short sides the build's keyframes stage tiles its frames at (0: the source's)."""
+    keyframes = BUILD_CONFIG.stage("keyframes")
+    return (keyframes.short_side,) + ((keyframes.full_short_side,) if keyframes.full_frames else ())
 
 
 # --- the limit: one ffmpeg per clip, one decode, every output -----------------------------
@@ -188,11 +194,11 @@ def limit_command(path: Path, out: Path) -> list[str]:
     tiled at the keyframes stage's short side, plus at the source's size when that pipeline
     keeps full frames for its model stages (vidal10m does)."""
     info = probe(path)
-    clip, keyframes = (BUILD_CONFIG.stage(name) for name in ("clip", "keyframes"))
+    clip = BUILD_CONFIG.stage("clip")
     width, height = even_size(info.width, info.height, clip.short_side)
     picks = uniform_indices(info.num_frames, FRAMES)
     select = "+".join(f"eq(n\\,{i})" for i in picks)
-    sides = [keyframes.short_side] + ([keyframes.full_short_side] if keyframes.full_frames else [])
+    sides = tile_sides()
     graph = f"[0:v]split={1 + len(sides)}[v0]" + "".join(f"[f{k}]" for k in range(len(sides)))
     graph += f";[v0]scale={width}:{height}:flags=bicubic,setsar=1[v]"
     for k, side in enumerate(sides):
@@ -218,8 +224,8 @@ def _limit_one(path: Path, tmp: Path) -> int:
     out = Path(tempfile.mkdtemp(dir=tmp))
     try:
         subprocess.run(limit_command(path, out), check=True, capture_output=True)
-        outputs = list(out.iterdir())  # the mp4, the FLAC and a tile per frame size
-        if len(outputs) < 3 or not all(f.stat().st_size for f in outputs):
+        names = ["clip.mp4", "audio.flac", *(f"frames{k}.jpg" for k in range(len(tile_sides())))]
+        if not all((out / name).exists() and (out / name).stat().st_size for name in names):
             raise RuntimeError(f"limit run on {path} left an empty output")
         return (out / "clip.mp4").stat().st_size
     finally:
@@ -398,7 +404,8 @@ def measure_build(paths: list[Path], out: Path, shards: int, attempts: int = 3) 
     target = out / "build"
     shutil.rmtree(target, ignore_errors=True)
     cmd = [sys.executable, "-m", "vidal.cli", "build", "--source", str(write_manifest(paths, out))]
-    cmd += ["--out", str(target), "--shards", str(shards), "--quiet", *BUILD_OVERRIDES]
+    cmd += ["--pipeline", BUILD_PIPELINE, "--out", str(target), "--shards", str(shards)]
+    cmd += ["--quiet", *BUILD_OVERRIDES]
     result = {"wall": 0.0, "cpu": 0.0, "peak_driver_rss_mb": 0.0, "peak_tree_rss_mb": 0.0}
     result["failures"] = []
     for _ in range(attempts):
