@@ -16,7 +16,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vidal.models import tiny
-from vidal.models.resolve import TINY, ModelSource, check_reference, resolve, weights_digest
+from vidal.models.resolve import (
+    TINY,
+    ModelSource,
+    check_reference,
+    resolve,
+    select_device,
+    weights_digest,
+)
 
 TINY_GENERATIVE = ("blip", "qwen2_vl", "llama", "whisper")
 # BERT [unused0..3] ids stand for Qwen2-VL's image / video / vision start / vision end tokens
@@ -111,8 +118,6 @@ def load_bundle(
     """The model of `ref` with its processor and tokenizer, where it resolves and on which
     device: a tiny family built here, anything else by `from_folder(folder, dtype)` (the
     wrapper's transformers classes, weights in `load_dtype`'s dtype)."""
-    from vidal.models.resolve import select_device
-
     source = source_of(ref)
     device = device or select_device()
     if source.kind == "tiny":
