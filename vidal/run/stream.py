@@ -273,12 +273,12 @@ class StageStep:
         the first stage it hit) leaves that stage and the later ones unfinished. The tracker
         hears every chunk (progress, failures) without being waited on. Returns the first
         poisoned stage (len(stages) when none)."""
-        writers: dict[tuple[int, int], rows_io.RowsWriter] = {}
+        writers: dict[int, rows_io.RowsWriter] = {}  # stage index -> this shard's rows
         for chunk in self._chunks(positions):
             reports = self._stages(store, chunk, shard, starts, records, writers)
             poisoned = min([poisoned, *(r[0] for r in reports if r[4])])
             told.append(_tell(self.tracker, "report_all", reports))
-        for (index, _), writer in writers.items():
+        for index, writer in writers.items():
             marker = self.plan.marker(index, shard)
             if index < poisoned and writer.commit(store, len(positions), marker) is None:
                 log.warning("%s shard %d: rows out of order, left for a rerun", writer.stage, shard)
@@ -355,10 +355,10 @@ class StageStep:
         if writers is None:
             rows_io.write_part(store, name, shard, part, records, inputs)
         else:
-            if (index, shard) not in writers:
+            if index not in writers:
                 config = self.plan.marker(index, shard)["config"]
-                writers[(index, shard)] = rows_io.RowsWriter(name, shard, config)
-            writers[(index, shard)].add(part, records, inputs)
+                writers[index] = rows_io.RowsWriter(name, shard, config)
+            writers[index].add(part, records, inputs)
         errors = [s.errors[name] for s in part if name in s.errors]
         causes = [f"{name}: {e}" for e in errors if self.plan.stages[index].environmental(e)]
         return (index, shard, [s.key for s in part], len(errors), causes)
