@@ -233,7 +233,7 @@ class RowsWriter:
 
     def commit(self, store: Store, expected: int, marker: dict) -> dict | None:
         """The rows file and then the marker, if the chunks held `expected` rows in key order
-        (else None and nothing written: the caller falls back to the part files)."""
+        (else None and nothing written: the (stage, shard) stays unfinished for a rerun)."""
         self.writer.close()
         if self.rows != expected or not self.in_order:
             return None

@@ -3,9 +3,10 @@
   read_shard     a read task: one shard's input rows from the stage store, registered with the
                  tracker (how many samples will pass each stage of the chain for that shard);
   StageStep      a stage applied to a batch: reuses stored rows whose input did not change,
-                 runs the stage on the rest, writes the batch's rows as a part file, reports
-                 to the tracker, and finishes a (stage, shard) — rows and marker, through
-                 `vidal.run.rows` — when its last sample has passed;
+                 runs the stage on the rest, reports to the tracker, and finishes a (stage,
+                 shard) — rows and marker, through `vidal.run.rows` — when its last sample has
+                 passed: a shard the block holds whole from the rows kept as they passed, a
+                 part of one (a block Ray split) from a part file per chunk;
   ShardTracker   counts, per (stage, shard), the distinct samples that passed; says when one
                  is complete; remembers environmental failures (poison), which leave their
                  (stage, shard) and every later one unfinished.
