@@ -74,8 +74,9 @@ class Builder:
                 f"--shards {previous['shards']} to continue it, or use a new --out"
             )
         runner, shards = self.runner or LocalRunner(), self.shard_count
-        found = plan_source(self.store, self.source, opts, shards, runner, progress=self.progress)
-        fingerprints, total = found
+        fingerprints, total = plan_source(
+            self.store, self.source, opts, shards, runner, progress=self.progress
+        )
         plan = {"shards": self.shard_count, "source": self.source, "samples": total}
         self.store.write_json("work/plan.json", plan)
         return fingerprints
