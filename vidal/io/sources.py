@@ -480,11 +480,14 @@ def _row_identities(path: Path) -> Iterator[str]:
     batches, _ = _open_manifest(path, columns=["path", "url"])
     index = 0
     for batch in batches:
-        cols = {n: batch.column(n).to_pylist() for n in ("path", "url") if n in batch.schema.names}
-        empty = [None] * batch.num_rows
-        for p, u in zip(cols.get("path", empty), cols.get("url", empty), strict=True):
-            uri = _row_uri(*(str(v)[: MAX_URI_CHARS + 1] if v else v for v in (p, u)))
-            yield uri or f"#row{index}"
+        # capped and named as the rows' own pass caps them (`_capped`), so both passes agree
+        cols = {
+            n: _cap_array(batch.column(n), MAX_URI_CHARS + 1, MAX_LIST_ITEMS).to_pylist()
+            for n in ("path", "url")
+            if n in batch.schema.names
+        }
+        for i in range(batch.num_rows):
+            yield _identity({n: values[i] for n, values in cols.items()}, index)
             index += 1
 
 
