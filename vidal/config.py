@@ -29,11 +29,14 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and what is wrong."""
 
 
+RUNNER_KINDS = ("ray", "processes", "local")
+
+
 @dataclass
 class RunnerConfig:
-    kind: str = "ray"  # ray | local
+    kind: str = "ray"  # ray | processes (one machine, no Ray) | local (this process)
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or ray://host:port
-    num_cpus: int | None = None  # CPUs for a local Ray; None = all
+    num_cpus: int | None = None  # CPUs of a local Ray, or worker processes; None = all
     object_store_mb: int | None = None
     # niceness of the workers of a Ray started here: 0, the build's own priority; Ray's default,
     # 15, makes the ffmpeg of a build on a shared machine yield its cores to every other process
@@ -152,8 +155,9 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"unknown stage {unknown[0]!r}; known stages: {', '.join(STAGES)}")
     if config.shards < 1:
         raise ConfigError(f"shards must be at least 1, got {config.shards}")
-    if config.runner.kind not in ("ray", "local"):
-        raise ConfigError(f"runner.kind must be 'ray' or 'local', got {config.runner.kind!r}")
+    if config.runner.kind not in RUNNER_KINDS:
+        kinds = ", ".join(f"'{k}'" for k in RUNNER_KINDS)
+        raise ConfigError(f"runner.kind must be one of {kinds}, got {config.runner.kind!r}")
     for name, cls in STAGES.items():
         if cls.check_always or name in config.stages:
             problem = config.stage(name).check()

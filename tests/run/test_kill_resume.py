@@ -38,13 +38,37 @@ def kill_source(tmp_path_factory) -> Path:
 
 
 class Run:
-    def __init__(self, returncode: int, seconds: float, stderr: str, killed: bool):
+    def __init__(self, returncode: int, seconds: float, stderr: str, killed: bool, helpers=()):
         self.returncode, self.seconds, self.stderr, self.killed = (
             returncode,
             seconds,
             stderr,
             killed,
         )
+        self.helpers = set(helpers)  # its Python child processes when it was killed
+
+
+def _python_descendants(root: int) -> set[int]:
+    """The processes below `root` that are not ffmpeg (worker and manager processes)."""
+    parents, names = {}, {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            pid = int(entry.name)
+            parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
+            names[pid] = stat[stat.index("(") + 1 : stat.rindex(")")]
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return {p for p in found if not names[p].startswith("ffmpeg")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
 
 
 def run_cli(
@@ -55,11 +79,13 @@ def run_cli(
     kill_when=None,
     watch=None,
     runner: str = "--local",
+    kill_group: bool = True,
 ):
     """The CLI in its own process group. SIGKILL the whole group `kill_after_plan` seconds
     after the run wrote its plan (so the interpreter's start-up time, which varies with the
     machine's load, does not shift the moment), or as soon as `kill_when(out)` is true.
-    `watch(out, elapsed)` is called on every poll."""
+    `watch(out, elapsed)` is called on every poll. `kill_group=False` kills the CLI's process
+    alone, as the out-of-memory killer would."""
     argv = [str(VIDAL), "build", "--source", str(source), "--out", str(out), runner]
     argv += ["--shards", str(SHARDS), "--quiet", "--pipeline", "demo", STAGES, *extra]
     argv = [a for a in argv if a]
@@ -70,7 +96,7 @@ def run_cli(
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         started = time.monotonic()
         planned_at = None
-        killed = False
+        killed, helpers = False, set()
         try:
             while proc.poll() is None:
                 now = time.monotonic()
@@ -82,7 +108,11 @@ def run_cli(
                             planned_at = now
                 due = planned_at is not None and now - planned_at >= kill_after_plan
                 if due or (kill_when is not None and kill_when(out)):
-                    os.killpg(proc.pid, signal.SIGKILL)
+                    helpers = _python_descendants(proc.pid)
+                    if kill_group:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    else:
+                        os.kill(proc.pid, signal.SIGKILL)
                     killed = True
                     break
                 if now - started > 180:
@@ -95,7 +125,7 @@ def run_cli(
                 proc.wait()
     stderr = err_path.read_text(errors="replace")
     killed = killed and proc.returncode == -signal.SIGKILL
-    return Run(proc.returncode, time.monotonic() - started, stderr, killed)
+    return Run(proc.returncode, time.monotonic() - started, stderr, killed, helpers)
 
 
 def _tar_read_fully(path: Path) -> list[str]:
@@ -294,6 +324,30 @@ def test_killed_and_resumed_several_times_in_a_row(kill_source, reference, tmp_p
     check_nothing_half_written(out)
     final = run_cli(kill_source, out, waves)
     assert final.returncode == 0, final.stderr
+    assert_same_as_reference(out, reference)
+
+
+def test_processes_runner_workers_die_with_a_killed_build(kill_source, reference, tmp_path):
+    """runner.kind=processes, and only the build's own process is killed, mid-shard: its
+    worker and manager processes go with it (no worker keeps writing into an output whose lock
+    is gone), and the rerun equals an uninterrupted build."""
+    out = tmp_path / "out"
+
+    def payload_written(out: Path) -> bool:
+        return any(out.glob("work/keyframes/*/*.jpg"))
+
+    processes = "runner.kind=processes"
+    killed = run_cli(
+        kill_source, out, processes, runner="", kill_when=payload_written, kill_group=False
+    )
+    assert killed.killed and killed.helpers, "the build ended before a worker wrote?"
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in killed.helpers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [p for p in killed.helpers if _alive(p)]
+    check_nothing_half_written(out)
+    resumed = run_cli(kill_source, out, processes, runner="")
+    assert resumed.returncode == 0, resumed.stderr
     assert_same_as_reference(out, reference)
 
 

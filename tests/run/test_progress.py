@@ -1,4 +1,4 @@
-"""Live progress: every stage reports samples done and failures, on both runners."""
+"""Live progress: every stage reports samples done and failures, on every runner."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import collections
 import pytest
 
 from vidal.run.build import Builder
-from vidal.run.execute import LocalRunner
-from vidal.run.ray_runner import RayRunner
+from vidal.run.ray_runner import make_runner
 
 
 class Recorder:
@@ -30,17 +29,21 @@ def source_with_bad_file(good_source):
     return good_source
 
 
-@pytest.mark.parametrize("kind", ["local", "ray"])
+@pytest.mark.parametrize("kind", ["local", "processes", "ray"])
 def test_each_stage_reports_done_and_failed(
     kind, source_with_bad_file, local_config, tmp_path, request
 ):
     if kind == "ray":
         request.getfixturevalue("ray_cluster")
     config = local_config("shards=2", "stages=[probe,keyframes]", f"runner.kind={kind}")
-    runner = LocalRunner() if kind == "local" else RayRunner(config.runner)
+    runner = make_runner(config.runner)
     recorder = Recorder()
     builder = Builder(config, str(source_with_bad_file), str(tmp_path / "out"), runner, recorder)
-    builder.run_stages()
+    try:
+        builder.run_stages()
+    finally:
+        if kind == "processes":  # the shared Ray stays up for the other tests
+            runner.shutdown()
     inputs = sum(1 for _ in source_with_bad_file.glob("*.mp4"))
     assert recorder.done["probe"] == inputs  # every sample passes every stage, failed or not
     assert recorder.done["keyframes"] == inputs

@@ -72,19 +72,19 @@ class LocalRunner:
         return _samples(_in_batches(lambda b: apply_stage(b, stage, ctx), batch, stage.batch_size))
 
     def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        from vidal.run.stream import ShardTracker, StageStep, read_shard, spans
+        from vidal.run.stream import ShardTracker, StageStep, run_shard, spans
 
         tracker = ShardTracker([s.name for s in plan.stages])
         steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages)]
+        seen = {k: list(v) for k, v in tracker.snapshot().items()}
+
+        def report() -> None:
+            if progress:
+                report_delta(progress, seen, tracker.snapshot())
+                seen.update({k: list(v) for k, v in tracker.snapshot().items()})
+
         for item in items:
-            batch = read_shard(item, ctx.out, plan, tracker)
-            for step in steps:
-                if step.span[-1] < item["start"]:
-                    continue
-                before = {k: list(v) for k, v in tracker.snapshot().items()}
-                batch = step(batch)  # the whole shard: the step batches each stage
-                if progress:
-                    _report_delta(progress, before, tracker.snapshot())
+            run_shard(plan, ctx, item, steps, tracker, report)
         return tracker.failure()
 
     def map_shards(self, fn, items: list, progress=None) -> list:
@@ -118,7 +118,8 @@ def _in_batches(step, batch: dict, size: int) -> dict:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _report_delta(progress, before: dict, after: dict) -> None:
+def report_delta(progress, before: dict, after: dict) -> None:
+    """Tell `progress` what `after`'s [done, failed] per stage added to `before`'s."""
     for stage, (done, failed) in after.items():
         old = before.get(stage, [0, 0])
         if done > old[0] or failed > old[1]:

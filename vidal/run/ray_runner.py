@@ -285,4 +285,8 @@ def make_runner(config: RunnerConfig):
         from vidal.run.execute import LocalRunner
 
         return LocalRunner()
+    if config.kind == "processes":
+        from vidal.run.process_runner import ProcessRunner
+
+        return ProcessRunner(config)
     return RayRunner(config)

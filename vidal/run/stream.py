@@ -174,6 +174,18 @@ def read_shard(item: dict, out: str, plan: Plan, tracker) -> dict:
     }
 
 
+def run_shard(plan: Plan, ctx: StageContext, item: dict, steps: list, tracker, after=None):
+    """One shard through every step of the pass in this process (the in-process runners):
+    read, then each step that reaches the shard's first stage; `after()` after each step."""
+    batch = read_shard(item, ctx.out, plan, tracker)
+    for step in steps:
+        if step.span[-1] < item["start"]:
+            continue
+        batch = step(batch)  # the whole shard: the step batches each stage
+        if after is not None:
+            after()
+
+
 def _whole_shards(shards: list[int], counts) -> set[int]:
     """The shards of a block that hold every row of their shard (`counts`: each row's shard
     size, as read): a step writes their rows as they pass, with no part files."""
