@@ -7,8 +7,8 @@ Over two corpora of generated 720p h264+aac clips (5-20 s, cached in <out>/clips
 - keyframes (exact and snap, each backend): time as a ratio of the reference;
 - audio extraction, the clip re-encode (the build's clip settings) and the one pass of
   vidal.media.onepass (keyframes + FLAC + mp4 in one ffmpeg): clips/s;
-- the whole build (`vidal build`, Ray on this machine): clips/s, peak RSS of the driver,
-  mp4 bytes and how many kept clips have audio;
+- the whole build (`vidal build`; Ray on this machine, or `--runner processes`): clips/s, peak
+  RSS of the driver, mp4 bytes and how many kept clips have audio;
 - the limit: per clip one single-threaded ffmpeg that decodes once and writes the same outputs
   as the build's media stages (the mp4 and FLAC at the clip stage's settings, the 8 frames
   tiled at the keyframes' size and, as vidal10m keeps full frames for its model stages, at the
@@ -26,6 +26,7 @@ better than wall-time ones. Results go to stdout as JSON and tables, and to <out
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import resource
@@ -338,15 +339,17 @@ def write_manifest(paths: list[Path], out: Path) -> Path:
 
 class TreeWatch(threading.Thread):
     """Samples, from /proc, a process's peak RSS (VmHWM), its tree's peak summed RSS, and the
-    tree's CPU seconds (ffmpeg children are counted through their parent once it reaps them:
-    counting them alive too would count them twice). CPU is approximate: up to one sampling
-    interval of each process's last moments is missed."""
+    tree's CPU seconds: each process's own, plus what its reaped children used that was not
+    counted already (ffmpeg children are counted only so, through their parent: sampled alive
+    they would miss their last moments; a worker that its parent reaps counts once, not as
+    itself and again in the parent's children's time). CPU is approximate: up to one sampling
+    interval of the last moments of a process that nothing counted reaps is missed."""
 
     def __init__(self, pid: int, interval: float = 0.25):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.driver_kb = self.tree_kb = 0
-        self.cpu: dict[int, float] = {}
+        self.seen: dict[int, tuple[int, float, float]] = {}  # pid -> (parent, own, children)
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -355,19 +358,29 @@ class TreeWatch(threading.Thread):
             tree = _descendants(self.pid) | {self.pid}
             self.tree_kb = max(self.tree_kb, sum(_status_kb(p, "VmRSS") for p in tree))
             for pid in tree:
-                name, seconds = _cpu(pid)
+                name, parent, own, children = _cpu(pid)
                 if name and not name.startswith("ffmpeg"):
-                    self.cpu[pid] = max(self.cpu.get(pid, 0.0), seconds)
+                    self.seen[pid] = (parent, own, children)
+
+    def cpu_seconds(self) -> float:
+        counted = collections.defaultdict(float)  # parent -> its counted children's totals
+        for parent, own, children in self.seen.values():
+            counted[parent] += own + children
+        return sum(
+            own + max(0.0, children - counted[pid]) for pid, (_, own, children) in self.seen.items()
+        )
 
 
-def _cpu(pid: int) -> tuple[str, float]:
-    """(command name, user + system seconds of it and of its reaped children)."""
+def _cpu(pid: int) -> tuple[str, int, float, float]:
+    """(command name, parent pid, its own user + system seconds, its reaped children's)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "", 0.0
+        return "", 0, 0.0, 0.0
     name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
-    return name, sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    own, children = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+    return name, int(fields[1]), own / tick, children / tick
 
 
 def _status_kb(pid: int, field: str) -> int:
@@ -396,8 +409,11 @@ def _descendants(root: int) -> set[int]:
     return found
 
 
-def measure_build(paths: list[Path], out: Path, shards: int, attempts: int = 3) -> dict:
-    """`vidal build` over the clips into a fresh folder: wall and CPU seconds, memory.
+def measure_build(
+    paths: list[Path], out: Path, shards: int, runner: str = "ray", attempts: int = 3
+) -> dict:
+    """`vidal build` over the clips into a fresh folder, on `runner` (runner.kind): wall and
+    CPU seconds, memory.
 
     A failed build is rerun on the same folder (it resumes: finished stages are skipped) and
     the times add up; the failures are reported, as a build that needs reruns is slower.
@@ -406,7 +422,7 @@ def measure_build(paths: list[Path], out: Path, shards: int, attempts: int = 3) 
     shutil.rmtree(target, ignore_errors=True)
     cmd = [sys.executable, "-m", "vidal.cli", "build", "--source", str(write_manifest(paths, out))]
     cmd += ["--pipeline", BUILD_PIPELINE, "--out", str(target), "--shards", str(shards)]
-    cmd += ["--quiet", *BUILD_OVERRIDES]
+    cmd += ["--quiet", *BUILD_OVERRIDES, f"runner.kind={runner}"]
     result = {"wall": 0.0, "cpu": 0.0, "peak_driver_rss_mb": 0.0, "peak_tree_rss_mb": 0.0}
     result["failures"] = []
     for _ in range(attempts):
@@ -420,6 +436,7 @@ def measure_build(paths: list[Path], out: Path, shards: int, attempts: int = 3) 
     totals = json.loads((target / "dataset.json").read_text())["totals"]
     return {
         **result,
+        "runner": runner,
         "kept": totals.get("kept", 0),
         "failed": totals.get("failed", 0),
         **_build_media(target),
@@ -448,7 +465,7 @@ def _run_watched(cmd: list[str], result: dict) -> tuple[int, str]:
     result["wall"] += time.perf_counter() - started
     watch.done.set()
     watch.join()
-    result["cpu"] += sum(watch.cpu.values())
+    result["cpu"] += watch.cpu_seconds()
     for key, kb in (("peak_driver_rss_mb", watch.driver_kb), ("peak_tree_rss_mb", watch.tree_kb)):
         result[key] = max(result[key], round(kb / 1024, 1))
     return proc.returncode, stderr
@@ -473,7 +490,7 @@ def summarise(paths: list[Path], single: dict, limit: dict, build: dict) -> dict
     checks = {name: row["cpu_vs_full_decode"] <= _target(name) for name, row in rows.items()}
     checks = {k: v for k, v in checks.items() if _target(k) < 1e9}
     checks["build_vs_limit"] = ratio["clips_per_s"] >= TARGETS["build_vs_limit"]
-    keys = ("kept", "failed", "failures", "peak_driver_rss_mb", "peak_tree_rss_mb")
+    keys = ("runner", "kept", "failed", "failures", "peak_driver_rss_mb", "peak_tree_rss_mb")
     keys += ("mp4_bytes", "with_audio")
     stats = {k: build[k] for k in keys}
     return {
@@ -524,7 +541,7 @@ def print_table(result: dict, corpus: str) -> None:
     cpu = f"{ratio['cpu']:.3f}×" if ratio["cpu"] else "?"
     met = _ok(ratio["clips_per_s"] >= goal)
     table.add_row(
-        "whole build (vidal build, Ray)", *_cells(result["build"]), cpu,
+        f"whole build (vidal build, {result['build']['runner']})", *_cells(result["build"]), cpu,
         f"{ratio['clips_per_s']:.3f}×", f"≥ {goal}× limit {met}",
     )  # fmt: skip
     console = Console(width=max(150, Console().width))
@@ -596,14 +613,14 @@ def keyframes_only(corpora: dict[str, list[Path]], out: Path) -> int:
     return 0
 
 
-def build_only(paths: list[Path], out: Path, shards: int, rounds: int = 1) -> int:
+def build_only(paths: list[Path], out: Path, shards: int, runner: str, rounds: int = 1) -> int:
     """`--only build`: the limit, then the whole build, on the same clips: how much of the
     single-pass ffmpeg limit a Ray build reaches once its start-up is amortised. With
     `rounds` > 1 the pair runs again and the ratios are the medians of the rounds' ratios:
     on a shared machine identical builds vary by more than the goal's margin."""
-    report = {"clips": len(paths), "cores": os.cpu_count(), "rounds": []}
+    report = {"clips": len(paths), "cores": os.cpu_count(), "runner": runner, "rounds": []}
     for _ in range(rounds):
-        report["rounds"].append(build_round(paths, out, shards))
+        report["rounds"].append(build_round(paths, out, shards, runner))
     ratios = [r["build_vs_limit"] for r in report["rounds"]]
     report["build_vs_limit"] = {
         key: round(statistics.median(r[key] for r in ratios), 4) for key in ("clips_per_s", "cpu")
@@ -613,11 +630,11 @@ def build_only(paths: list[Path], out: Path, shards: int, rounds: int = 1) -> in
     return 0
 
 
-def build_round(paths: list[Path], out: Path, shards: int) -> dict:
+def build_round(paths: list[Path], out: Path, shards: int, runner: str) -> dict:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         limit = measure_limit(paths, Path(tmp))
-    build = measure_build(paths, out, shards)
+    build = measure_build(paths, out, shards, runner)
     n = len(paths)
     return {
         "load_average": [load_before, os.getloadavg()],
@@ -669,6 +686,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", type=int, default=8, help="shards of the build (default 8)")
     parser.add_argument("--encoder-clips", type=int, default=20, help="clips of the encoder sweep")
     parser.add_argument(
+        "--runner",
+        choices=["ray", "processes"],
+        default="ray",
+        help="runner.kind of the whole build (default ray)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="--only build: limit/build pairs, median ratios"
     )
     parser.add_argument(
@@ -684,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.only == "build":
         clips = ensure_clips(out / "clips", args.clips)
-        return build_only(clips, out, args.shards, args.rounds)
+        return build_only(clips, out, args.shards, args.runner, args.rounds)
     corpora = {
         "2-s GOP": ensure_clips(out / "clips", args.clips),
         "long GOP (x264 default, keyint 250)": ensure_clips(
@@ -701,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{corpus}: limit, one ffmpeg per clip ...", file=sys.stderr)
             limit = measure_limit(paths, Path(tmp))
         print(f"{corpus}: whole build ...", file=sys.stderr)
-        build = measure_build(paths, out, args.shards)
+        build = measure_build(paths, out, args.shards, args.runner)
         report[corpus] = summarise(paths, single, limit, build)
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         print("encoder settings ...", file=sys.stderr)
