@@ -1,6 +1,6 @@
 """The processes runner (`runner.kind=processes`): the local runner's results from a pool of
-worker processes, each stage set up once per worker, environmental failures and lost workers
-leaving their shards for a rerun."""
+worker processes, each stage set up once per worker (a model stage in as many workers as its
+concurrency), lost workers' shards run again, environmental failures left for a rerun."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from vidal.media.ffmpeg import ffmpeg_exe
 from vidal.run import rows as rows_io
 from vidal.run.build import Builder, BuildIncomplete
 from vidal.run.jobs import build
-from vidal.run.process_runner import ProcessRunner
+from vidal.run.process_runner import ATTEMPTS, ProcessRunner, usable_cpus
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext
 
@@ -49,17 +49,46 @@ class SetupPidStage(Stage):
 
 @dataclass
 class KillOnceStage(Stage):
-    """Kills the worker running it, once (`flag` says it happened): a worker lost mid-shard,
-    as to the out-of-memory killer."""
+    """Kills the worker running it while `armed` exists, appending a line to `kills` each
+    time: a worker lost mid-shard, as to the out-of-memory killer. `once` disarms it."""
 
     name: ClassVar[str] = "kill_once"
-    flag: str = ""
+    armed: str = ""
+    kills: str = ""
+    once: bool = True
 
     def process_batch(self, batch: list[Sample]) -> list[Sample]:
-        if not os.path.exists(self.flag):
-            Path(self.flag).write_text("killed")
+        if os.path.exists(self.armed):
+            with open(self.kills, "a") as f:
+                f.write("killed\n")
+            if self.once:
+                os.remove(self.armed)
             os.kill(os.getpid(), signal.SIGKILL)
         return batch
+
+
+class TwoArgError(Exception):
+    def __init__(self, code: int, detail: str):
+        super().__init__(f"code {code}: {detail}")
+
+
+@dataclass
+class FailingSetupStage(Stage):
+    """A stage whose setup raises an exception that pickle cannot rebuild."""
+
+    name: ClassVar[str] = "failing_setup"
+
+    def setup(self, ctx: StageContext) -> None:
+        raise TwoArgError(7, "the model server refused")
+
+    def process_batch(self, batch: list[Sample]) -> list[Sample]:
+        return batch
+
+
+@dataclass
+class ModelSetupPidStage(SetupPidStage):
+    name: ClassVar[str] = "model_setup_pid"
+    uses_model: ClassVar[bool] = True
 
 
 def _rows(out: Path, stage: str, shards: int) -> dict[str, dict]:
@@ -107,23 +136,92 @@ def test_stages_run_in_the_workers_and_set_up_once_per_worker(good_source, local
     assert {str(pid) for pid in ran} <= set(setups)
 
 
-def test_a_lost_worker_stops_the_pass_and_a_rerun_finishes_it(good_source, local_config, tmp_path):
+def _run_with(config, source, out, runner, *extra: Stage) -> None:
+    builder = Builder(config, str(source), str(out), runner)
+    builder.stages = [*config.pipeline(), *extra]
+    builder.run_stages()
+
+
+def test_a_lost_workers_shards_run_again_in_a_fresh_pool(good_source, local_config, tmp_path):
     config = local_config("shards=2", "stages=[probe]", "runner.num_cpus=2")
-    flag, out = tmp_path / "killed", tmp_path / "out"
-    runner = ProcessRunner(config.runner)  # one runner for both runs: the pool is replaced
+    armed, kills, out = tmp_path / "armed", tmp_path / "kills", tmp_path / "out"
+    armed.touch()
+    runner = ProcessRunner(config.runner)
     try:
-        builder = Builder(config, str(good_source), str(out), runner)
-        builder.stages = [*config.pipeline(), KillOnceStage(flag=str(flag))]
+        _run_with(
+            config, good_source, out, runner, KillOnceStage(armed=str(armed), kills=str(kills))
+        )
+    finally:
+        runner.shutdown()
+    assert kills.read_text().splitlines() == ["killed"]  # a worker was lost, once
+    inputs = {s.key for s in list_source(str(good_source))}
+    assert set(_rows(out, "kill_once", 2)) == inputs  # every sample once, none lost
+
+
+def test_a_worker_lost_every_time_stops_the_pass_and_a_rerun_finishes_it(
+    good_source, local_config, tmp_path
+):
+    config = local_config("shards=2", "stages=[probe]", "runner.num_cpus=2")
+    armed, kills, out = tmp_path / "armed", tmp_path / "kills", tmp_path / "out"
+    armed.touch()
+    stage = KillOnceStage(armed=str(armed), kills=str(kills), once=False)
+    runner = ProcessRunner(config.runner)  # one runner for both runs: pools are replaced
+    try:
         with pytest.raises(BuildIncomplete, match="BrokenProcessPool.*rerun the same command"):
-            builder.run_stages()
-        assert flag.exists()
-        again = Builder(config, str(good_source), str(out), runner)
-        again.stages = builder.stages
-        again.run_stages()
+            _run_with(config, good_source, out, runner, stage)
+        assert len(kills.read_text().splitlines()) >= ATTEMPTS  # tried again, then gave up
+        armed.unlink()
+        _run_with(config, good_source, out, runner, stage)
     finally:
         runner.shutdown()
     inputs = {s.key for s in list_source(str(good_source))}
-    assert set(_rows(out, "kill_once", 2)) == inputs  # every sample once, none lost
+    assert set(_rows(out, "kill_once", 2)) == inputs
+
+
+def test_an_exception_pickle_cannot_rebuild_is_said_not_a_broken_pool(
+    good_source, local_config, tmp_path
+):
+    config = local_config("shards=2", "stages=[probe]", "runner.num_cpus=2")
+    runner = ProcessRunner(config.runner)
+    try:
+        with pytest.raises(BuildIncomplete) as failed:
+            _run_with(config, good_source, tmp_path / "out", runner, FailingSetupStage())
+    finally:
+        runner.shutdown()
+    assert "TwoArgError: code 7: the model server refused" in str(failed.value)
+    assert "BrokenProcessPool" not in str(failed.value)
+
+
+def test_a_model_stage_loads_in_as_many_workers_as_its_concurrency(
+    good_source, local_config, tmp_path
+):
+    """Four shards, two workers, a model stage of default concurrency (1, as on Ray): one
+    worker runs the pass, so the model loads once."""
+    config = local_config("shards=4", "stages=[probe]", "runner.num_cpus=2")
+    record = tmp_path / "setups.txt"
+    record.touch()
+    runner = ProcessRunner(config.runner)
+    try:
+        _run_with(
+            config, good_source, tmp_path / "out", runner, ModelSetupPidStage(record_to=str(record))
+        )
+    finally:
+        runner.shutdown()
+    assert len(record.read_text().split()) == 1
+
+
+def test_usable_cpus_follow_the_cgroup_quota(tmp_path):
+    mask = len(os.sched_getaffinity(0))
+    assert usable_cpus(tmp_path / "none") == mask  # no cgroup files: the affinity mask
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(tmp_path) == mask
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # --cpus 1.5
+    assert usable_cpus(tmp_path) == min(mask, 2)
+    v1 = tmp_path / "v1"
+    (v1 / "cpu").mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(v1) == 1
 
 
 def test_missing_ffmpeg_in_the_workers_is_not_a_result(
@@ -146,16 +244,17 @@ def test_missing_ffmpeg_in_the_workers_is_not_a_result(
     assert again.total["kept"] == len(list(list_source(str(good_source))))
 
 
-def test_map_samples_runs_a_stage_across_the_workers_in_order(local_config, tmp_path):
-    config = local_config("runner.num_cpus=2")
+def test_a_crawl_wave_runs_in_the_build_process(local_config, tmp_path):
+    """map_samples (the crawl's search waves) stays in this process: one rate limiter for the
+    whole crawl, as `search.rate_per_s` promises, not one per worker."""
     record = tmp_path / "setups.txt"
-    samples = [Sample(key=f"k{i:03d}", shard=0, source=f"s{i}") for i in range(40)]
-    runner = ProcessRunner(config.runner)
+    samples = [Sample(key=f"k{i:03d}", shard=0, source=f"s{i}") for i in range(10)]
+    runner = ProcessRunner(local_config("runner.num_cpus=2").runner)
     try:
-        ctx = StageContext(out=str(tmp_path))
-        done = runner.map_samples(SetupPidStage(record_to=str(record)), ctx, samples)
+        done = runner.map_samples(
+            SetupPidStage(record_to=str(record)), StageContext(out=str(tmp_path)), samples
+        )
     finally:
         runner.shutdown()
     assert [s.key for s in done] == [s.key for s in samples]
-    pids = {s.fields["setup_pid"]["pid"] for s in done}
-    assert os.getpid() not in pids and pids <= {int(p) for p in record.read_text().split()}
+    assert {s.fields["setup_pid"]["pid"] for s in done} == {os.getpid()}

@@ -3,14 +3,15 @@ img2dataset's and video2dataset's multiprocessing distributors work. Each shard 
 pool of worker processes (spawned, never forked from a process that holds threads): read, every
 step, rows and markers written by the worker, as on Ray (`vidal.run.stream`). No daemons, no
 object store, no scheduler: on a CPU-bound build of media stages it is the cheapest way to keep
-every core on ffmpeg. Each worker sets a stage up once (`ready_stage`), so a model stage loads
-once per worker process: on a machine with GPUs, Ray's actor pools (one model per GPU) fit.
+every core on ffmpeg. Each worker sets a stage up once (`ready_stage`); a pass with model stages
+runs in a pool as large as their smallest `concurrency` (default 1, as Ray's actor pools), so
+that many copies of each model load, and the pool goes when the pass ends.
 
 Progress travels through a manager queue, whose puts are answered: when a task's result
 arrives, every count it sent has arrived too, so the totals are exact. A worker dies with the
 build process (PR_SET_PDEATHSIG): a killed build leaves no worker writing into an output whose
-lock is gone. A lost worker (killed, out of memory) breaks the pool: the pass stops, its
-unfinished shards stay unfinished, and a rerun redoes them.
+lock is gone. A lost worker (killed, out of memory) breaks the pool: its unfinished tasks run
+again in a fresh one (shards are idempotent), up to `ATTEMPTS` times in all, as Ray retries.
 """
 
 from __future__ import annotations
@@ -20,23 +21,28 @@ import contextlib
 import ctypes
 import dataclasses
 import logging
+import math
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
+import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.managers import SyncManager
+from pathlib import Path
 
 from vidal.config import RunnerConfig
-from vidal.run.execute import _columns, _samples, apply_stage, report_delta
+from vidal.run.execute import LocalRunner, report_delta
 from vidal.run.stream import Plan, ShardTracker, StageStep, run_shard, spans
 from vidal.stages.base import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+ATTEMPTS = 3  # runs of a task whose worker was lost, as Ray's max_retries=2
 _EVENTS = None  # this worker's end of the progress queue (set by `_start_worker`)
 
 
@@ -65,7 +71,8 @@ class _RelayingTracker(ShardTracker):
         deltas: list[tuple] = []
         report_delta(lambda *delta: deltas.append(delta), before, self.counts)
         if deltas and _EVENTS is not None:
-            _EVENTS.put(deltas)
+            with contextlib.suppress(Exception):  # progress must never break a build
+                _EVENTS.put(deltas)
         return finished
 
 
@@ -75,6 +82,22 @@ def _stream_shard(plan: Plan, ctx: StageContext, item: dict) -> dict:
     steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages)]
     run_shard(plan, ctx, item, steps, tracker)
     return tracker.failure()
+
+
+def _portable(fn, *args):
+    """`fn(*args)` in a worker, its exception made safe to send back: one the parent could not
+    rebuild (a constructor with other arguments than its message) would break the whole pool
+    and hide the cause. OSError stays an OSError (a full disk is said as it is)."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            kind = OSError if isinstance(exc, OSError) else RuntimeError
+            detail = "".join(traceback.format_exception(exc, limit=-3))
+            raise kind(f"{type(exc).__name__}: {exc}\n{detail}") from None
+        raise
 
 
 def _for_shard(plan: Plan, shard: int) -> Plan:
@@ -91,6 +114,28 @@ def _merge(total: dict, failure: dict) -> None:
     total["causes"].update(failure["causes"])
     for cause, example in failure["examples"].items():
         total["examples"].setdefault(cause, example)
+
+
+def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
+    container's `--cpus`, a pod's limit), as Ray counts them; `os.cpu_count()` is the host's."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota(cgroup)
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
+
+
+def _cgroup_quota(cgroup: Path) -> float | None:
+    with contextlib.suppress(OSError, ValueError):  # cgroup v2
+        limit, period = (cgroup / "cpu.max").read_text().split()
+        return None if limit == "max" else int(limit) / int(period)
+    with contextlib.suppress(OSError, ValueError):  # cgroup v1
+        limit = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        return limit / period if limit > 0 else None
+    return None
 
 
 class _Relay:
@@ -113,9 +158,11 @@ class _Relay:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            self._drain(block=True)
+            if not self._drain(block=True):
+                self.stop.wait(0.2)  # the manager is gone: no progress, but no spinning
 
-    def _drain(self, block: bool) -> None:
+    def _drain(self, block: bool) -> bool:
+        """Hand on what is queued (one item when `block`); False when the queue is gone."""
         try:
             while True:
                 deltas = self.events.get(timeout=0.2) if block else self.events.get_nowait()
@@ -123,101 +170,137 @@ class _Relay:
                     if self.progress:
                         self.progress(stage, done, failed)
                 if block:
-                    return
-        except (queue.Empty, EOFError, OSError):
-            return
+                    return True
+        except queue.Empty:
+            return True
+        except (EOFError, OSError):
+            return False
 
 
 class ProcessRunner:
     def __init__(self, config: RunnerConfig):
-        self.workers = max(1, config.num_cpus or os.cpu_count() or 1)
+        self.workers = max(1, config.num_cpus or usable_cpus())
         self.ray = None  # in-process work (the crawl's download threads) stays in this process
-        self._pool = self._manager = self._events = None
-        self._warned_models = False
+        self._pools: dict[int, ProcessPoolExecutor] = {}  # workers -> pool
+        self._manager = self._events = None
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            spawn = multiprocessing.get_context("spawn")
-            if self._manager is None:
-                self._manager = SyncManager(ctx=spawn)
-                self._manager.start(_die_with, (os.getpid(),))
-                self._events = self._manager.Queue()
-            self._pool = ProcessPoolExecutor(
-                self.workers, spawn, initializer=_start_worker, initargs=(os.getpid(), self._events)
+    def _executor(self, size: int) -> ProcessPoolExecutor:
+        spawn = multiprocessing.get_context("spawn")
+        if self._manager is None:
+            self._manager = SyncManager(ctx=spawn)
+            self._manager.start(_die_with, (os.getpid(),))
+            self._events = self._manager.Queue()
+        if size not in self._pools:
+            self._pools[size] = ProcessPoolExecutor(
+                size, spawn, initializer=_start_worker, initargs=(os.getpid(), self._events)
             )
-        return self._pool
+        return self._pools[size]
 
     def stream(self, plan: Plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        self._warn_models(plan.stages)
+        size = self._pass_workers(plan.stages)
         total = {"poisoned": {}, "causes": collections.Counter(), "examples": {}}
-        pool = self._executor()
-        with _Relay(self._events, progress):
-            tasks = [
-                pool.submit(_stream_shard, _for_shard(plan, item["shard"]), ctx, item)
-                for item in items
-            ]
-            for failure in self._results(tasks):
-                _merge(total, failure)
+        calls = [(_for_shard(plan, item["shard"]), ctx, item) for item in items]
+        self._executor(size)  # the manager's queue exists before the relay reads it
+        try:
+            with _Relay(self._events, progress):
+                for failure in self._run(size, _stream_shard, calls):
+                    _merge(total, failure)
+        finally:
+            if size != self.workers:  # a model pass's pool holds its models: free them
+                self._retire(size)
         return {**total, "causes": dict(total["causes"])}
 
     def map_shards(self, fn, items: list, progress=None) -> list:
-        pool = self._executor()
         results = []
-        for result in self._results([pool.submit(fn, *item) for item in items]):
+        for result in self._run(self.workers, fn, items):
             results.append(result)
             if progress:
                 progress(1)
         return results
 
     def map_samples(self, stage: Stage, ctx: StageContext, samples: list) -> list:
-        """One stage over samples (the crawl's waves), in slices across the workers."""
-        rows, pool = _columns(samples), self._executor()
-        size = max(1, stage.batch_size, -(-len(samples) // (4 * self.workers)))
-        starts = range(0, len(samples), size)
-        slices = [{k: v[i : i + size] for k, v in rows.items()} for i in starts]
-        tasks = [pool.submit(apply_stage, piece, stage, ctx) for piece in slices]
-        list(self._results(tasks))  # raises the first failure, after cancelling the rest
-        return [s for task in tasks for s in _samples(task.result())]
+        """One stage over samples (the crawl's search waves), in this process as the local
+        runner does: the wave shares one rate limiter and the stage's own threads."""
+        return LocalRunner().map_samples(stage, ctx, samples)
 
-    def _results(self, tasks: list):
-        """The tasks' results as they finish. A failure cancels the tasks not started yet (the
-        running ones finish: their writes are whole) and raises; a lost worker also retires
-        the pool, so the next pass starts a fresh one."""
-        pending = set(tasks)
+    def _pass_workers(self, stages: list[Stage]) -> int:
+        """Every worker, or, with model stages, as many as the smallest model `concurrency`
+        (default 1): each worker loads each model of the pass."""
+        models = [s for s in stages if s.uses_model]
+        if not models:
+            return self.workers
+        size = max(1, min(self.workers, *(s.concurrency or 1 for s in models)))
+        if size < self.workers:
+            log.info(
+                "runner.kind=processes: %d worker(s) for this pass, each loading %s "
+                "(the smallest model concurrency)",
+                size,
+                ", ".join(s.name for s in models),
+            )
+        return size
+
+    def _run(self, size: int, fn, calls: list):
+        """`fn(*args)` for each of `calls` in the pool of `size` workers; results as they
+        finish. A lost worker breaks the pool: the calls that had not succeeded run again in a
+        fresh pool, `ATTEMPTS` times in all."""
+        todo = list(calls)
+        for attempt in range(1, ATTEMPTS + 1):
+            pool = self._executor(size)
+            futures = [pool.submit(_portable, fn, *args) for args in todo]
+            try:
+                yield from self._finished(futures)
+                return
+            except BrokenProcessPool:
+                self._pools.pop(size, None)
+                todo = [args for args, f in zip(todo, futures, strict=True) if not _succeeded(f)]
+                if attempt == ATTEMPTS:
+                    raise
+                log.warning(
+                    "a worker process was lost (killed, or out of memory): %d unfinished "
+                    "task(s) run again in a fresh pool (attempt %d of %d)",
+                    len(todo),
+                    attempt + 1,
+                    ATTEMPTS,
+                )
+
+    def _finished(self, futures: list):
+        """The futures' results as they finish, successes first. On a task's failure the
+        tasks not started are cancelled and the running ones waited for (their writes whole,
+        their counts in) before it is raised; Ctrl-C stops every worker at once."""
+        pending = set(futures)
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (task.result() for task in done)
-        except BrokenProcessPool:
-            self._pool = None
-            raise
-        except KeyboardInterrupt:  # stop now: a running shard's writes are whole or absent
+                for future in sorted(done, key=lambda f: f.exception() is not None):
+                    yield future.result()
+        except KeyboardInterrupt:
             self._stop_now()
             raise
-        finally:
-            for task in pending:
-                task.cancel()
+        except BrokenProcessPool:
+            raise  # every worker of that pool is gone: nothing to wait for
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            wait(pending)
+            raise
 
-    def _warn_models(self, stages: list[Stage]) -> None:
-        models = [s.name for s in stages if s.uses_model]
-        if models and self.workers > 1 and not self._warned_models:
-            self._warned_models = True
-            log.warning(
-                "runner.kind=processes: %s load once in each of %d worker processes (set "
-                "runner.num_cpus to run fewer, or use Ray for one model per GPU)",
-                ", ".join(models),
-                self.workers,
-            )
+    def _retire(self, size: int) -> None:
+        pool = self._pools.pop(size, None)
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _stop_now(self) -> None:
         for child in multiprocessing.active_children():  # the workers and the manager
             child.kill()
-        self._pool = self._manager = None
+        self._pools, self._manager = {}, None
 
     def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for size in list(self._pools):
+            self._retire(size)
         if self._manager is not None:
             self._manager.shutdown()
             self._manager = None
+
+
+def _succeeded(future) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
