@@ -349,38 +349,50 @@ class TreeWatch(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.interval = pid, interval
         self.driver_kb = self.tree_kb = 0
-        self.seen: dict[int, tuple[int, float, float]] = {}  # pid -> (parent, own, children)
+        # (pid, start time) -> (parent pid, own seconds, reaped children's seconds, last sample)
+        self.seen: dict[tuple[int, int], tuple[int, float, float, int]] = {}
+        self.samples = 0
         self.done = threading.Event()
 
     def run(self) -> None:
         while not self.done.wait(self.interval):
+            self.samples += 1
             self.driver_kb = max(self.driver_kb, _status_kb(self.pid, "VmHWM"))
             tree = _descendants(self.pid) | {self.pid}
             self.tree_kb = max(self.tree_kb, sum(_status_kb(p, "VmRSS") for p in tree))
             for pid in tree:
-                name, parent, own, children = _cpu(pid)
+                name, start, parent, own, children = _cpu(pid)
                 if name and not name.startswith("ffmpeg"):
-                    self.seen[pid] = (parent, own, children)
+                    self.seen[(pid, start)] = (parent, own, children, self.samples)
 
     def cpu_seconds(self) -> float:
-        counted = collections.defaultdict(float)  # parent -> its counted children's totals
-        for parent, own, children in self.seen.values():
-            counted[parent] += own + children
+        """Each process's own time, plus its reaped children's time less that of the children
+        counted here that were gone by its last sample (those it reaped, so counted twice)."""
+        last = {}  # pid -> the key of its latest process (a pid can be reused)
+        for key in sorted(self.seen, key=lambda k: self.seen[k][3]):
+            last[key[0]] = key
+        counted = collections.defaultdict(float)
+        for parent, own, children, seen_at in self.seen.values():
+            parent_key = last.get(parent)
+            if parent_key is not None and seen_at < self.seen[parent_key][3]:
+                counted[parent_key] += own + children
         return sum(
-            own + max(0.0, children - counted[pid]) for pid, (_, own, children) in self.seen.items()
+            own + max(0.0, children - counted[key])
+            for key, (_, own, children, _) in self.seen.items()
         )
 
 
-def _cpu(pid: int) -> tuple[str, int, float, float]:
-    """(command name, parent pid, its own user + system seconds, its reaped children's)."""
+def _cpu(pid: int) -> tuple[str, int, int, float, float]:
+    """(command name, start time, parent pid, its own user + system seconds, its reaped
+    children's)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return "", 0, 0.0, 0.0
+        return "", 0, 0, 0.0, 0.0
     name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat.rsplit(")", 1)[1].split()
     tick = os.sysconf("SC_CLK_TCK")
     own, children = int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
-    return name, int(fields[1]), own / tick, children / tick
+    return name, int(fields[19]), int(fields[1]), own / tick, children / tick
 
 
 def _status_kb(pid: int, field: str) -> int:
