@@ -24,8 +24,14 @@ def _common(parser: argparse.ArgumentParser, source_required: bool) -> None:
         help="pipeline name in pipelines/ or a YAML path (default: vidal10m)",
     )
     parser.add_argument("--shards", type=int, help="number of output shards (config: shards)")
-    parser.add_argument("--ray-address", help="Ray cluster to use: auto or ray://host:port")
-    parser.add_argument("--local", action="store_true", help="run in this process, without Ray")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--ray-address", help="Ray cluster to use: auto or ray://host:port")
+    where.add_argument(
+        "--processes",
+        action="store_true",
+        help="one machine without Ray: a pool of worker processes (runner.kind=processes)",
+    )
+    where.add_argument("--local", action="store_true", help="run in this process, without Ray")
     parser.add_argument("--retry-failed", action="store_true", help="rerun failed samples only")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
     parser.add_argument(
@@ -141,6 +147,8 @@ def _config(args):
         overrides.append(f"runner.ray_address={args.ray_address}")
     if args.local:
         overrides.append("runner.kind=local")
+    if args.processes:
+        overrides.append("runner.kind=processes")
     return load_config(args.pipeline, overrides)
 
 

@@ -336,9 +336,8 @@ def test_processes_runner_workers_die_with_a_killed_build(kill_source, reference
     def payload_written(out: Path) -> bool:
         return any(out.glob("work/keyframes/*/*.jpg"))
 
-    processes = "runner.kind=processes"
     killed = run_cli(
-        kill_source, out, processes, runner="", kill_when=payload_written, kill_group=False
+        kill_source, out, runner="--processes", kill_when=payload_written, kill_group=False
     )
     assert killed.killed and killed.helpers, "the build ended before a worker wrote?"
     deadline = time.monotonic() + 15
@@ -346,7 +345,7 @@ def test_processes_runner_workers_die_with_a_killed_build(kill_source, reference
         time.sleep(0.05)
     assert not [p for p in killed.helpers if _alive(p)]
     check_nothing_half_written(out)
-    resumed = run_cli(kill_source, out, processes, runner="")
+    resumed = run_cli(kill_source, out, runner="--processes")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_as_reference(out, reference)
 
