@@ -18,6 +18,7 @@ import pytest
 from vidal.cli import main
 from vidal.io.sources import list_source, shard_of
 from vidal.media.synth import make_clip, make_text_as_mp4
+from vidal.run.execute import LocalRunner
 from vidal.run.jobs import build
 from vidal.stages import STAGES
 
@@ -129,6 +130,21 @@ def test_membership_is_deterministic_across_outputs(src, tmp_path, config):
     for shard in range(3):
         name = f"shards/vidal-{shard:05d}.tar"
         assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_a_pass_hands_the_largest_shards_to_the_runner_first(src, tmp_path, config):
+    """A shard is one task: the small ones go last, to fill the cores while the large finish."""
+    handed: list[list[int]] = []
+
+    class Recording(LocalRunner):
+        def stream(self, plan, ctx, items, progress=None):
+            handed.append([item["shard"] for item in items])
+            return super().stream(plan, ctx, items, progress)
+
+    _build(config("shards=3", "stages=[probe]"), src, tmp_path / "out", runner=Recording())
+    sizes = {s: len(keys) for s, keys in parquet_keys(tmp_path / "out").items()}
+    assert len(set(sizes.values())) > 1, "the source should give shards of different sizes"
+    assert handed == [sorted(sizes, key=lambda s: (-sizes[s], s))]
 
 
 def test_every_input_has_exactly_one_row_and_counts_add_up(src, tmp_path, config):

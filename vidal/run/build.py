@@ -142,7 +142,10 @@ class Builder:
             )
             for i, stage in enumerate(plan.stages)
         }
-        items = [{"shard": s, "start": k} for s, k in sorted(plan.starts.items())]
+        # the largest shards first: a shard is one task, and small ones last fill the cores
+        # while the others finish, where a large one last would run on while cores idle
+        order = sorted(plan.starts, key=lambda s: (-sizes[s], s))
+        items = [{"shard": s, "start": plan.starts[s]} for s in order]
         try:
             failure = self.runner.stream(
                 plan, self.ctx, items, progress=lambda stage, n, failed: tasks[stage](n, failed)
