@@ -16,7 +16,6 @@ again in a fresh one (shards are idempotent), up to `ATTEMPTS` times in all, as 
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -108,14 +107,6 @@ def _for_shard(plan: Plan, shard: int) -> Plan:
     )
 
 
-def _merge(total: dict, failure: dict) -> None:
-    for shard, index in failure["poisoned"].items():
-        total["poisoned"][shard] = min(index, total["poisoned"].get(shard, index))
-    total["causes"].update(failure["causes"])
-    for cause, example in failure["examples"].items():
-        total["examples"].setdefault(cause, example)
-
-
 def usable_cpus(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
     """The CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (a
     container's `--cpus`, a pod's limit), as Ray counts them; `os.cpu_count()` is the host's."""
@@ -198,17 +189,17 @@ class ProcessRunner:
 
     def stream(self, plan: Plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
         size = self._pass_workers(plan.stages)
-        total = {"poisoned": {}, "causes": collections.Counter(), "examples": {}}
+        total = ShardTracker([s.name for s in plan.stages])  # the workers' failures, merged
         calls = [(_for_shard(plan, item["shard"]), ctx, item) for item in items]
         self._executor(size)  # the manager's queue exists before the relay reads it
         try:
             with _Relay(self._events, progress):
                 for failure in self._run(size, _stream_shard, calls):
-                    _merge(total, failure)
+                    total.absorb(failure)
         finally:
             if size != self.workers:  # a model pass's pool holds its models: free them
                 self._retire(size)
-        return {**total, "causes": dict(total["causes"])}
+        return total.failure()
 
     def map_shards(self, fn, items: list, progress=None) -> list:
         results = []

@@ -109,6 +109,14 @@ class ShardTracker:
             self.causes[cause] += 1
             self.examples.setdefault(cause, message)
 
+    def absorb(self, failure: dict) -> None:
+        """Another tracker's `failure()` (a worker's, for its shard) added to this one's."""
+        for shard, index in failure["poisoned"].items():
+            self.poisoned[shard] = min(index, self.poisoned.get(shard, index))
+        self.causes.update(failure["causes"])
+        for cause, example in failure["examples"].items():
+            self.examples.setdefault(cause, example)
+
     def expected_count(self, index: int, shard: int) -> int:
         return self.expected.get((index, shard), 0)
 
