@@ -76,12 +76,13 @@ class LocalRunner:
 
         tracker = ShardTracker([s.name for s in plan.stages])
         steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages)]
-        seen = {k: list(v) for k, v in tracker.snapshot().items()}
+        seen: dict[str, list[int]] = {}  # stage -> [done, failed] already told
 
         def report() -> None:
             if progress:
-                report_delta(progress, seen, tracker.snapshot())
-                seen.update({k: list(v) for k, v in tracker.snapshot().items()})
+                now = tracker.snapshot()
+                report_delta(progress, seen, now)
+                seen.update({stage: list(counts) for stage, counts in now.items()})
 
         for item in items:
             run_shard(plan, ctx, item, steps, tracker, report)
