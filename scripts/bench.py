@@ -627,7 +627,7 @@ def keyframes_only(corpora: dict[str, list[Path]], out: Path) -> int:
 
 def build_only(paths: list[Path], out: Path, shards: int, runner: str, rounds: int = 1) -> int:
     """`--only build`: the limit, then the whole build, on the same clips: how much of the
-    single-pass ffmpeg limit a Ray build reaches once its start-up is amortised. With
+    single-pass ffmpeg limit a build on `runner` reaches once its start-up is amortised. With
     `rounds` > 1 the pair runs again and the ratios are the medians of the rounds' ratios:
     on a shared machine identical builds vary by more than the goal's margin."""
     report = {"clips": len(paths), "cores": os.cpu_count(), "runner": runner, "rounds": []}
