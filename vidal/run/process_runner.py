@@ -7,8 +7,10 @@ every core on ffmpeg. Each worker sets a stage up once (`ready_stage`); a pass w
 runs in a pool as large as their smallest `concurrency` (default 1, as Ray's actor pools), so
 that many copies of each model load, and the pool goes when the pass ends.
 
-Progress travels through a manager queue, whose puts are answered: when a task's result
-arrives, every count it sent has arrived too, so the totals are exact. A worker dies with the
+Progress travels as datagrams on a Unix socket the build binds (`_Counts`): a send returns
+once its message is queued at the build, so when a task's result arrives every count it sent
+has arrived too, and the totals are exact; each message is whole, with no lock shared between
+workers (a worker killed mid-send cannot block or garble the others'). A worker dies with the
 build process (PR_SET_PDEATHSIG): a killed build leaves no worker writing into an output whose
 lock is gone. A lost worker (killed, out of memory) breaks the pool: its unfinished tasks run
 again in a fresh one (shards are idempotent), up to `ATTEMPTS` times in all, as Ray retries.
@@ -19,18 +21,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import json
 import logging
 import math
 import multiprocessing
 import os
 import pickle
-import queue
+import shutil
 import signal
+import socket
+import tempfile
 import threading
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 from vidal.config import RunnerConfig
@@ -42,7 +46,8 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 ATTEMPTS = 3  # runs of a task whose worker was lost, as Ray's max_retries=2
-_EVENTS = None  # this worker's end of the progress queue (set by `_start_worker`)
+SEND_TIMEOUT_S = 30  # a build that stopped reading counts must not hang its workers
+_EVENTS = None  # this worker's socket to the build's `_Counts` (set by `_start_worker`)
 
 
 def _die_with(parent: int) -> None:
@@ -55,10 +60,17 @@ def _die_with(parent: int) -> None:
         os._exit(1)
 
 
-def _start_worker(parent: int, events) -> None:
+def _start_worker(parent: int, address: str) -> None:
     global _EVENTS
-    _EVENTS = events
     _die_with(parent)
+    _EVENTS = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    _EVENTS.settimeout(SEND_TIMEOUT_S)
+    _EVENTS.connect(address)
+
+
+def _ready() -> None:
+    """A task that does nothing: submitted once per worker so that a new pool starts every
+    worker at once (a pool otherwise starts one per task it is given, as they come)."""
 
 
 class _RelayingTracker(ShardTracker):
@@ -71,7 +83,7 @@ class _RelayingTracker(ShardTracker):
         report_delta(lambda *delta: deltas.append(delta), before, self.counts)
         if deltas and _EVENTS is not None:
             with contextlib.suppress(Exception):  # progress must never break a build
-                _EVENTS.put(deltas)
+                _EVENTS.send(json.dumps(deltas).encode())
         return finished
 
 
@@ -129,12 +141,36 @@ def _cgroup_quota(cgroup: Path) -> float | None:
     return None
 
 
+class _Counts:
+    """The build's end of the workers' progress counts: a Unix datagram socket in a private
+    folder (an abstract address would be reachable by any local user)."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="vidal-counts-")
+        self.address = os.path.join(self.folder, "socket")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.address)
+
+    def receive(self, timeout: float | None) -> list | None:
+        """One message's deltas, waiting up to `timeout` seconds (0: not at all); None when
+        none came."""
+        self.sock.settimeout(timeout)
+        try:
+            return json.loads(self.sock.recv(1 << 20))
+        except (TimeoutError, BlockingIOError):
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 class _Relay:
     """While a pass runs, hands the workers' counts to `progress` from a thread; on exit,
-    the rest of the queue (every finished task's counts are in it by then)."""
+    the rest of what was sent (every finished task's counts are queued by then)."""
 
-    def __init__(self, events, progress):
-        self.events, self.progress = events, progress
+    def __init__(self, counts: _Counts, progress):
+        self.counts, self.progress = counts, progress
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
@@ -145,27 +181,18 @@ class _Relay:
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-        self._drain(block=False)
+        while self._hand_on(self.counts.receive(0)):
+            pass
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            if not self._drain(block=True):
-                self.stop.wait(0.2)  # the manager is gone: no progress, but no spinning
+            self._hand_on(self.counts.receive(0.2))
 
-    def _drain(self, block: bool) -> bool:
-        """Hand on what is queued (one item when `block`); False when the queue is gone."""
-        try:
-            while True:
-                deltas = self.events.get(timeout=0.2) if block else self.events.get_nowait()
-                for stage, done, failed in deltas:
-                    if self.progress:
-                        self.progress(stage, done, failed)
-                if block:
-                    return True
-        except queue.Empty:
-            return True
-        except (EOFError, OSError):
-            return False
+    def _hand_on(self, deltas: list | None) -> bool:
+        for stage, done, failed in deltas or ():
+            if self.progress:
+                self.progress(stage, done, failed)
+        return deltas is not None
 
 
 class ProcessRunner:
@@ -173,27 +200,28 @@ class ProcessRunner:
         self.workers = max(1, config.num_cpus or usable_cpus())
         self.ray = None  # in-process work (the crawl's download threads) stays in this process
         self._pools: dict[int, ProcessPoolExecutor] = {}  # workers -> pool
-        self._manager = self._events = None
+        self._counts = _Counts()
+        self._executor(self.workers)  # workers start (imports: ~1 s) while the build plans
 
     def _executor(self, size: int) -> ProcessPoolExecutor:
-        spawn = multiprocessing.get_context("spawn")
-        if self._manager is None:
-            self._manager = SyncManager(ctx=spawn)
-            self._manager.start(_die_with, (os.getpid(),))
-            self._events = self._manager.Queue()
         if size not in self._pools:
-            self._pools[size] = ProcessPoolExecutor(
-                size, spawn, initializer=_start_worker, initargs=(os.getpid(), self._events)
+            pool = ProcessPoolExecutor(
+                size,
+                multiprocessing.get_context("spawn"),
+                initializer=_start_worker,
+                initargs=(os.getpid(), self._counts.address),
             )
+            for _ in range(size):
+                pool.submit(_ready)
+            self._pools[size] = pool
         return self._pools[size]
 
     def stream(self, plan: Plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
         size = self._pass_workers(plan.stages)
         total = ShardTracker([s.name for s in plan.stages])  # the workers' failures, merged
         calls = [(_for_shard(plan, item["shard"]), ctx, item) for item in items]
-        self._executor(size)  # the manager's queue exists before the relay reads it
         try:
-            with _Relay(self._events, progress):
+            with _Relay(self._counts, progress):
                 for failure in self._run(size, _stream_shard, calls):
                     total.absorb(failure)
         finally:
@@ -281,16 +309,18 @@ class ProcessRunner:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _stop_now(self) -> None:
-        for child in multiprocessing.active_children():  # the workers and the manager
+        for child in multiprocessing.active_children():  # the workers
             child.kill()
-        self._pools, self._manager = {}, None
+        self._pools = {}
 
-    def shutdown(self) -> None:
+    def release(self) -> None:
+        """Let every worker go, their memory with them; a later pass starts a pool again."""
         for size in list(self._pools):
             self._retire(size)
-        if self._manager is not None:
-            self._manager.shutdown()
-            self._manager = None
+
+    def shutdown(self) -> None:
+        self.release()
+        self._counts.close()
 
 
 def _succeeded(future) -> bool:
