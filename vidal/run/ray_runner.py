@@ -124,9 +124,8 @@ class RayRunner:
         if not ray.is_initialized():
             if not logging.getLogger().isEnabledFor(logging.DEBUG):  # -v keeps Ray's notes
                 # Ray announces its defaults on every build ("Token authentication is
-                # enabled", "Progress bars disabled", "execution finished"): errors only
-                for name in ("ray._private.authentication", "ray.data"):
-                    logging.getLogger(name).setLevel(logging.ERROR)
+                # enabled"): errors only (Ray Data's own notes: `_ray_data`)
+                logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
             kwargs = dict(
                 ignore_reinit_error=True,
                 include_dashboard=False,
@@ -236,6 +235,14 @@ def _ray_data():
     import ray
     import ray.data
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # -v keeps Ray Data's notes
+        # its import gives "ray.data" a console handler at INFO ("Progress bars disabled",
+        # "execution finished" on every pass): errors only there; its session log keeps all
+        for handler in logging.getLogger("ray.data").handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler
+            ):
+                handler.setLevel(logging.ERROR)
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.enable_progress_bars = False
     data_ctx.print_on_execution_start = False
