@@ -28,7 +28,7 @@ demo:  ## offline: real sample videos + generated clips -> all stages -> shards
 
 bench:  ## throughput figures as ratios against a reference measured in the same run
 	$(BIN)/python scripts/bench.py
-	$(BIN)/python scripts/bench.py --only build --runner processes
+	$(BIN)/python scripts/bench.py --only build --runner ray
 	$(BIN)/python scripts/bench_models.py
 	$(BIN)/python scripts/bench_captions.py
 	$(BIN)/python scripts/bench_crawl.py

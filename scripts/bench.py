@@ -7,7 +7,7 @@ Over two corpora of generated 720p h264+aac clips (5-20 s, cached in <out>/clips
 - keyframes (exact and snap, each backend): time as a ratio of the reference;
 - audio extraction, the clip re-encode (the build's clip settings) and the one pass of
   vidal.media.onepass (keyframes + FLAC + mp4 in one ffmpeg): clips/s;
-- the whole build (`vidal build`; Ray on this machine, or `--runner processes`): clips/s, peak
+- the whole build (`vidal build`: the default runner, or `--runner ray|processes`): clips/s, peak
   RSS of the driver, mp4 bytes and how many kept clips have audio;
 - the limit: per clip one single-threaded ffmpeg that decodes once and writes the same outputs
   as the build's media stages (the mp4 and FLAC at the clip stage's settings, the 8 frames
@@ -422,7 +422,7 @@ def _descendants(root: int) -> set[int]:
 
 
 def measure_build(
-    paths: list[Path], out: Path, shards: int, runner: str = "ray", attempts: int = 3
+    paths: list[Path], out: Path, shards: int, runner: str = "auto", attempts: int = 3
 ) -> dict:
     """`vidal build` over the clips into a fresh folder, on `runner` (runner.kind): wall and
     CPU seconds, memory.
@@ -699,9 +699,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder-clips", type=int, default=20, help="clips of the encoder sweep")
     parser.add_argument(
         "--runner",
-        choices=["ray", "processes"],
-        default="ray",
-        help="runner.kind of the whole build (default ray)",
+        choices=["auto", "ray", "processes"],
+        default="auto",
+        help="runner.kind of the whole build (default auto, as `vidal build`)",
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="--only build: limit/build pairs, median ratios"

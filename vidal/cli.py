@@ -31,6 +31,12 @@ def _common(parser: argparse.ArgumentParser, source_required: bool) -> None:
         action="store_true",
         help="one machine without Ray: a pool of worker processes (runner.kind=processes)",
     )
+    where.add_argument(
+        "--ray",
+        action="store_true",
+        help="every pass on a Ray started on this machine (runner.kind=ray); by default only "
+        "passes with model stages use Ray, the rest a pool of worker processes",
+    )
     where.add_argument("--local", action="store_true", help="run in this process, without Ray")
     parser.add_argument("--retry-failed", action="store_true", help="rerun failed samples only")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary")
@@ -149,6 +155,8 @@ def _config(args):
         overrides.append("runner.kind=local")
     if args.processes:
         overrides.append("runner.kind=processes")
+    if args.ray:
+        overrides.append("runner.kind=ray")
     return load_config(args.pipeline, overrides)
 
 

@@ -29,12 +29,14 @@ class ConfigError(ValueError):
     """A config that cannot be used; the message names the key and what is wrong."""
 
 
-RUNNER_KINDS = ("ray", "processes", "local")
+RUNNER_KINDS = ("auto", "ray", "processes", "local")
 
 
 @dataclass
 class RunnerConfig:
-    kind: str = "ray"  # ray | processes (one machine, no Ray) | local (this process)
+    # auto: with ray_address, Ray; else passes with model stages on a Ray started here and the
+    # rest in worker processes | ray | processes (one machine, no Ray) | local (this process)
+    kind: str = "auto"
     ray_address: str | None = None  # None: start Ray on this machine; "auto" or ray://host:port
     num_cpus: int | None = None  # CPUs of a local Ray, or worker processes; None = all
     object_store_mb: int | None = None

@@ -364,7 +364,7 @@ def test_killed_while_a_model_actor_is_mid_shard_on_ray(kill_source, tmp_path):
     """On Ray, with the model stage as an actor pool: killed once the actor has finished its
     first shard, with others in flight. The resumed build equals an uninterrupted one."""
     reference_out = tmp_path / "reference"
-    ref = run_cli(kill_source, reference_out, *MODEL, runner="")
+    ref = run_cli(kill_source, reference_out, *MODEL, runner="--ray")
     assert ref.returncode == 0, ref.stderr
     assert "Progress bars disabled" not in ref.stderr  # Ray Data's notes stay in its log
     assert "execution finished" not in ref.stderr
@@ -373,10 +373,10 @@ def test_killed_while_a_model_actor_is_mid_shard_on_ray(kill_source, tmp_path):
     def model_mid_shard(out: Path) -> bool:
         return any(out.glob("work/vl_filter/*.done.json"))
 
-    killed = run_cli(kill_source, out, *MODEL, runner="", kill_when=model_mid_shard)
+    killed = run_cli(kill_source, out, *MODEL, runner="--ray", kill_when=model_mid_shard)
     assert killed.killed, "the build ended before the model stage finished a shard?"
     check_nothing_half_written(out)
-    resumed = run_cli(kill_source, out, *MODEL, runner="")
+    resumed = run_cli(kill_source, out, *MODEL, runner="--ray")
     assert resumed.returncode == 0, resumed.stderr
     check_nothing_half_written(out)
     snap, want = snapshot(out), snapshot(reference_out)

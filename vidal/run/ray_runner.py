@@ -288,6 +288,10 @@ class _Poller:
 
 
 def make_runner(config: RunnerConfig):
+    if config.kind == "auto" and not config.ray_address:
+        from vidal.run.auto_runner import AutoRunner
+
+        return AutoRunner(config)
     if config.kind == "local":
         from vidal.run.execute import LocalRunner
 
