@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -21,7 +22,7 @@ from vidal.media.ffmpeg import ffmpeg_exe
 from vidal.run import rows as rows_io
 from vidal.run.build import Builder, BuildIncomplete
 from vidal.run.jobs import build
-from vidal.run.process_runner import ATTEMPTS, ProcessRunner, usable_cpus
+from vidal.run.process_runner import ATTEMPTS, SEND_TIMEOUT_S, ProcessRunner, usable_cpus
 from vidal.sample import Sample
 from vidal.stages.base import Stage, StageContext
 
@@ -258,3 +259,37 @@ def test_a_crawl_wave_runs_in_the_build_process(local_config, tmp_path):
         runner.shutdown()
     assert [s.key for s in done] == [s.key for s in samples]
     assert {s.fields["setup_pid"]["pid"] for s in done} == {os.getpid()}
+
+
+class StallingDisplay:
+    """A progress display whose first update of a stage blocks longer than a worker's send
+    timeout (planning's updates pass)."""
+
+    def __init__(self, stage: str):
+        self.stage, self.stalled = stage, False
+        self.done: collections.Counter = collections.Counter()
+
+    def add(self, label: str, total: int):
+        def update(n: int, failed: int = 0) -> None:
+            if label == self.stage and not self.stalled:
+                self.stalled = True
+                time.sleep(SEND_TIMEOUT_S + 1)
+            self.done[label] += n
+
+        return update
+
+
+def test_counts_stay_exact_while_the_display_stalls(local_config, tmp_path):
+    """A display that stalls (a terminal nobody reads) must not make the workers drop counts:
+    the socket is drained by a thread of its own, whatever the display does."""
+    manifest = tmp_path / "missing.jsonl"  # files that do not exist: each fails at probe, fast
+    rows = [{"path": str(tmp_path / f"gone{i:02d}.mp4"), "title": f"t{i}"} for i in range(40)]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = local_config("shards=2", "stages=[probe]", "probe.batch_size=1", "runner.num_cpus=2")
+    display = StallingDisplay("probe")
+    runner = ProcessRunner(config.runner)
+    try:
+        Builder(config, str(manifest), str(tmp_path / "out"), runner, display).run_stages()
+    finally:
+        runner.shutdown()
+    assert display.stalled and display.done["probe"] == len(rows)  # 40 messages, none lost

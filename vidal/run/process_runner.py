@@ -7,10 +7,13 @@ every core on ffmpeg. Each worker sets a stage up once (`ready_stage`); a pass w
 runs in a pool as large as their smallest `concurrency` (default 1, as Ray's actor pools), so
 that many copies of each model load, and the pool goes when the pass ends.
 
-Progress travels as datagrams on a Unix socket the build binds (`_Counts`): a send returns
-once its message is queued at the build, so when a task's result arrives every count it sent
-has arrived too, and the totals are exact; each message is whole, with no lock shared between
-workers (a worker killed mid-send cannot block or garble the others'). A worker dies with the
+Progress travels as datagrams on a Unix socket the build binds (`_Counts`): on Linux a send
+returns once its message is queued at the build, so when a task's result arrives every count
+it sent has arrived too, and the totals are exact; each message is whole, with no lock shared
+between workers (a worker killed mid-send cannot block or garble the others'). The build reads
+the socket in a thread that does nothing else, so a send waits only while a handful of messages
+queue; a worker whose send still waits `SEND_TIMEOUT_S` stops sending (its counts are then
+missing from the live totals, never from the rows and markers). A worker dies with the
 build process (PR_SET_PDEATHSIG): a killed build leaves no worker writing into an output whose
 lock is gone. A lost worker (killed, out of memory) breaks the pool: its unfinished tasks run
 again in a fresh one (shards are idempotent), up to `ATTEMPTS` times in all, as Ray retries.
@@ -33,6 +36,7 @@ import socket
 import tempfile
 import threading
 import traceback
+import weakref
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -46,7 +50,7 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 ATTEMPTS = 3  # runs of a task whose worker was lost, as Ray's max_retries=2
-SEND_TIMEOUT_S = 30  # a build that stopped reading counts must not hang its workers
+SEND_TIMEOUT_S = 5  # a build that stopped reading counts must not hang its workers
 _EVENTS = None  # this worker's socket to the build's `_Counts` (set by `_start_worker`)
 
 
@@ -81,10 +85,23 @@ class _RelayingTracker(ShardTracker):
         finished = super().report_all(reports)
         deltas: list[tuple] = []
         report_delta(lambda *delta: deltas.append(delta), before, self.counts)
-        if deltas and _EVENTS is not None:
-            with contextlib.suppress(Exception):  # progress must never break a build
-                _EVENTS.send(json.dumps(deltas).encode())
+        if deltas:
+            _send(deltas)
         return finished
+
+
+def _send(deltas: list) -> None:
+    """Counts to the build; progress must never break or stall a build."""
+    global _EVENTS
+    if _EVENTS is None:
+        return
+    try:
+        _EVENTS.send(json.dumps(deltas).encode())
+    except TimeoutError:
+        log.warning("the build is not reading progress counts: this worker stops sending them")
+        _EVENTS = None
+    except OSError:  # the build is gone, or ended the pass
+        pass
 
 
 def _stream_shard(plan: Plan, ctx: StageContext, item: dict) -> dict:
@@ -143,56 +160,87 @@ def _cgroup_quota(cgroup: Path) -> float | None:
 
 class _Counts:
     """The build's end of the workers' progress counts: a Unix datagram socket in a private
-    folder (an abstract address would be reachable by any local user)."""
+    folder (an abstract address would be reachable by any local user), under /tmp when
+    $TMPDIR is too long for a socket's address."""
 
     def __init__(self):
-        self.folder = tempfile.mkdtemp(prefix="vidal-counts-")
+        where = tempfile.gettempdir()
+        where = where if len(where) < 64 or not os.path.isdir("/tmp") else "/tmp"
+        self.folder = tempfile.mkdtemp(prefix=f"vidal-counts-{os.getpid()}-", dir=where)
         self.address = os.path.join(self.folder, "socket")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.address)
+        self._remove = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
 
-    def receive(self, timeout: float | None) -> list | None:
+    def receive(self, timeout: float) -> list | None:
         """One message's deltas, waiting up to `timeout` seconds (0: not at all); None when
-        none came."""
+        none came, [] for a message that is not counts."""
         self.sock.settimeout(timeout)
         try:
-            return json.loads(self.sock.recv(1 << 20))
+            message = self.sock.recv(1 << 16)
         except (TimeoutError, BlockingIOError):
             return None
+        try:
+            return [(str(name), int(done), int(bad)) for name, done, bad in json.loads(message)]
+        except (ValueError, TypeError):
+            return []
 
     def close(self) -> None:
         self.sock.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._remove()
 
 
 class _Relay:
-    """While a pass runs, hands the workers' counts to `progress` from a thread; on exit,
-    the rest of what was sent (every finished task's counts are queued by then)."""
+    """While a pass runs, one thread takes the workers' counts off the socket into a tally and
+    does nothing else (so a worker's send never waits on the display), and another hands the
+    tally to `progress` every 0.2 s; on exit, the rest of what was sent (every finished
+    task's counts are queued by then)."""
 
     def __init__(self, counts: _Counts, progress):
         self.counts, self.progress = counts, progress
+        self.tally: dict[str, list[int]] = {}
+        self.lock = threading.Lock()
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.threads = [
+            threading.Thread(target=loop, daemon=True) for loop in (self._take, self._hand_on)
+        ]
 
     def __enter__(self):
-        self.thread.start()
+        while self.counts.receive(0) is not None:  # late counts of a broken pass: not ours
+            pass
+        for thread in self.threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
-        self.thread.join()
-        while self._hand_on(self.counts.receive(0)):
+        for thread in self.threads:
+            thread.join()
+        while self._add(self.counts.receive(0)):
             pass
+        self._hand_on_tally()
 
-    def _loop(self) -> None:
+    def _take(self) -> None:
         while not self.stop.is_set():
-            self._hand_on(self.counts.receive(0.2))
+            self._add(self.counts.receive(0.2))
 
-    def _hand_on(self, deltas: list | None) -> bool:
-        for stage, done, failed in deltas or ():
-            if self.progress:
-                self.progress(stage, done, failed)
+    def _add(self, deltas: list | None) -> bool:
+        with self.lock:
+            for stage, done, failed in deltas or ():
+                total = self.tally.setdefault(stage, [0, 0])
+                total[0], total[1] = total[0] + done, total[1] + failed
         return deltas is not None
+
+    def _hand_on(self) -> None:
+        while not self.stop.wait(0.2):
+            self._hand_on_tally()
+
+    def _hand_on_tally(self) -> None:
+        with self.lock:
+            tally, self.tally = self.tally, {}
+        for stage, (done, failed) in tally.items():
+            if self.progress and (done or failed):
+                self.progress(stage, done, failed)
 
 
 class ProcessRunner:
@@ -201,7 +249,6 @@ class ProcessRunner:
         self.ray = None  # in-process work (the crawl's download threads) stays in this process
         self._pools: dict[int, ProcessPoolExecutor] = {}  # workers -> pool
         self._counts = _Counts()
-        self._executor(self.workers)  # workers start (imports: ~1 s) while the build plans
 
     def _executor(self, size: int) -> ProcessPoolExecutor:
         if size not in self._pools:
@@ -217,7 +264,7 @@ class ProcessRunner:
         return self._pools[size]
 
     def stream(self, plan: Plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        size = self._pass_workers(plan.stages)
+        size = self._pass_workers(plan.stages_to_run())
         total = ShardTracker([s.name for s in plan.stages])  # the workers' failures, merged
         calls = [(_for_shard(plan, item["shard"]), ctx, item) for item in items]
         try:
@@ -264,14 +311,15 @@ class ProcessRunner:
         fresh pool, `ATTEMPTS` times in all."""
         todo = list(calls)
         for attempt in range(1, ATTEMPTS + 1):
-            pool = self._executor(size)
-            futures = [pool.submit(_portable, fn, *args) for args in todo]
+            futures: list = []
             try:
+                pool = self._executor(size)
+                futures = [pool.submit(_portable, fn, *args) for args in todo]
                 yield from self._finished(futures)
                 return
-            except BrokenProcessPool:
+            except BrokenProcessPool:  # in a task, or found by submit (a worker lost idle)
                 self._pools.pop(size, None)
-                todo = [args for args, f in zip(todo, futures, strict=True) if not _succeeded(f)]
+                todo = [args for i, args in enumerate(todo) if not _succeeded(futures, i)]
                 if attempt == ATTEMPTS:
                     raise
                 log.warning(
@@ -323,5 +371,9 @@ class ProcessRunner:
         self._counts.close()
 
 
-def _succeeded(future) -> bool:
+def _succeeded(futures: list, index: int) -> bool:
+    """Whether the task at `index` ran to its result (False when it was never submitted)."""
+    if index >= len(futures):
+        return False
+    future = futures[index]
     return future.done() and not future.cancelled() and future.exception() is None
