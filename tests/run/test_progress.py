@@ -29,7 +29,7 @@ def source_with_bad_file(good_source):
     return good_source
 
 
-@pytest.mark.parametrize("kind", ["local", "processes", "ray"])
+@pytest.mark.parametrize("kind", ["local", "processes", "auto", "ray"])
 def test_each_stage_reports_done_and_failed(
     kind, source_with_bad_file, local_config, tmp_path, request
 ):
@@ -42,7 +42,7 @@ def test_each_stage_reports_done_and_failed(
     try:
         builder.run_stages()
     finally:
-        if kind == "processes":  # the shared Ray stays up for the other tests
+        if kind != "ray":  # the shared Ray stays up for the other tests
             runner.shutdown()
     inputs = sum(1 for _ in source_with_bad_file.glob("*.mp4"))
     assert recorder.done["probe"] == inputs  # every sample passes every stage, failed or not

@@ -1,12 +1,13 @@
 """The default runner on one machine (`runner.kind=auto`): each pass where it runs best.
 
-A pass of CPU stages only (probe, keyframes, audio, clip, the crawl's downloads), planning and
+A pass whose stages to run are CPU stages only (probe, keyframes, audio, clip), planning and
 packing run in the processes runner's pool: no Ray daemons, object store or scheduler, so the
 cores go to ffmpeg (measured on a 60-clip media build: 0.93-0.95x the single-pass ffmpeg limit's
 wall rate against ~0.8x on Ray). A pass with model stages runs on a Ray started for it: model
 stages as actor pools beside CPU stages on every core, which one pool of identical workers
 cannot give. The pool's workers are let go before a Ray pass (idle, they would hold their
-memory through it) and start again for the next CPU pass.
+memory through it) and start again for the next CPU pass. The crawl's waves and downloads stay
+in the build's own process (`ray` is None), as on the processes runner.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class AutoRunner:
         self._ray_runner = None
 
     def stream(self, plan, ctx: StageContext, items: list[dict], progress=None) -> dict:
-        if not any(stage.uses_model for stage in plan.stages):
+        if not any(stage.uses_model for stage in plan.stages_to_run()):
             return self.processes.stream(plan, ctx, items, progress)
         self.processes.release()
         return self._on_ray().stream(plan, ctx, items, progress)
@@ -48,6 +49,8 @@ class AutoRunner:
         return self._ray_runner
 
     def shutdown(self) -> None:
-        self.processes.shutdown()
-        if self._ray_runner is not None:
-            self._ray_runner.shutdown()
+        try:
+            self.processes.shutdown()
+        finally:
+            if self._ray_runner is not None:
+                self._ray_runner.shutdown()

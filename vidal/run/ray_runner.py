@@ -239,9 +239,7 @@ def _ray_data():
         # its import gives "ray.data" a console handler at INFO ("Progress bars disabled",
         # "execution finished" on every pass): errors only there; its session log keeps all
         for handler in logging.getLogger("ray.data").handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler
-            ):
+            if isinstance(handler, logging.StreamHandler):  # its session log is no stream
                 handler.setLevel(logging.ERROR)
     data_ctx = ray.data.DataContext.get_current()
     data_ctx.enable_progress_bars = False
@@ -288,7 +286,7 @@ class _Poller:
 
 
 def make_runner(config: RunnerConfig):
-    if config.kind == "auto" and not config.ray_address:
+    if config.kind == "auto" and not (config.ray_address or os.environ.get("RAY_ADDRESS")):
         from vidal.run.auto_runner import AutoRunner
 
         return AutoRunner(config)
