@@ -7,7 +7,10 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,3 +296,25 @@ def test_counts_stay_exact_while_the_display_stalls(local_config, tmp_path):
     finally:
         runner.shutdown()
     assert display.stalled and display.done["probe"] == len(rows)  # 40 messages, none lost
+
+
+def test_counts_folders_of_killed_builds_are_swept(local_config, monkeypatch):
+    """A SIGKILLed build cannot remove its counts socket's folder: the next runner removes the
+    folders of builds that are gone, and leaves a running build's alone."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="vc-", dir="/tmp"))  # short: a socket's address
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"vidal-counts-{gone.pid}-abc"
+    alive = tmp_path / f"vidal-counts-{os.getppid()}-def"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "socket").touch()
+    runner = ProcessRunner(local_config("runner.num_cpus=1").runner)
+    try:
+        ours = [p for p in tmp_path.iterdir() if p.name.startswith(f"vidal-counts-{os.getpid()}-")]
+        assert not dead.exists() and alive.exists() and len(ours) == 1
+    finally:
+        runner.shutdown()
+    assert not ours[0].exists()  # its own goes at shutdown
+    shutil.rmtree(tmp_path)

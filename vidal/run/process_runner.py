@@ -163,10 +163,14 @@ class _Counts:
     folder (an abstract address would be reachable by any local user), under /tmp when
     $TMPDIR is too long for a socket's address."""
 
+    PREFIX = "vidal-counts-"
+
     def __init__(self):
         where = tempfile.gettempdir()
-        where = where if len(where) < 64 or not os.path.isdir("/tmp") else "/tmp"
-        self.folder = tempfile.mkdtemp(prefix=f"vidal-counts-{os.getpid()}-", dir=where)
+        # a socket's address holds ~100 bytes: the folder's name and "/socket" take ~40
+        where = where if len(where) <= 60 or not os.path.isdir("/tmp") else "/tmp"
+        _sweep_dead(Path(where), self.PREFIX)
+        self.folder = tempfile.mkdtemp(prefix=f"{self.PREFIX}{os.getpid()}-", dir=where)
         self.address = os.path.join(self.folder, "socket")
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(self.address)
@@ -188,6 +192,21 @@ class _Counts:
     def close(self) -> None:
         self.sock.close()
         self._remove()
+
+
+def _sweep_dead(where: Path, prefix: str) -> None:
+    """Remove the counts folders of builds that are gone (killed: nothing removed theirs),
+    named PREFIX<pid>-...; a live pid's, or another user's, stay."""
+    for folder in where.glob(f"{prefix}*-*"):
+        pid = folder.name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # alive, as another user
+            pass
 
 
 class _Relay:
