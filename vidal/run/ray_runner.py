@@ -149,9 +149,10 @@ class RayRunner:
         machine, same run conditions.)"""
         ray = self.ray
         names = [s.name for s in plan.stages]
-        first = min(item["start"] for item in items)
         tracker = ray.remote(num_cpus=0)(ShardTracker).remote(names)
-        steps = [StageStep(plan, span, ctx, tracker) for span in spans(plan.stages, first)]
+        steps = [
+            StageStep(plan, span, ctx, tracker) for span in spans(plan.stages, plan.first_start())
+        ]
         with _Poller(ray, tracker, progress):
             self._dataset(steps, items, ctx, plan, tracker)
         return ray.get(tracker.failure.remote())

@@ -48,9 +48,13 @@ class Plan:
     retry_failed: bool = False
     pass_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
+    def first_start(self) -> int:
+        """The earliest stage any shard of the pass starts at (the ones before are done)."""
+        return min(self.starts.values(), default=0)
+
     def stages_to_run(self) -> list[Stage]:
-        """The stages some shard of the pass runs (those before every shard's start are done)."""
-        return self.stages[min(self.starts.values(), default=0) :]
+        """The stages some shard of the pass runs."""
+        return self.stages[self.first_start() :]
 
     def input_stage(self, start: int) -> str:
         return self.stages[start - 1].name if start > 0 else rows_io.SOURCE
