@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
 ATTEMPTS = 3  # runs of a task whose worker was lost, as Ray's max_retries=2
 SEND_TIMEOUT_S = 5  # a build that stopped reading counts must not hang its workers
-_EVENTS = None  # this worker's socket to the build's `_Counts` (set by `_start_worker`)
+_COUNTS_SOCKET = None  # this worker's socket to the build's `_Counts` (set by `_start_worker`)
 
 
 def _die_with(parent: int) -> None:
@@ -65,11 +65,11 @@ def _die_with(parent: int) -> None:
 
 
 def _start_worker(parent: int, address: str) -> None:
-    global _EVENTS
+    global _COUNTS_SOCKET
     _die_with(parent)
-    _EVENTS = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    _EVENTS.settimeout(SEND_TIMEOUT_S)
-    _EVENTS.connect(address)
+    _COUNTS_SOCKET = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    _COUNTS_SOCKET.settimeout(SEND_TIMEOUT_S)
+    _COUNTS_SOCKET.connect(address)
 
 
 def _ready() -> None:
@@ -92,14 +92,14 @@ class _RelayingTracker(ShardTracker):
 
 def _send(deltas: list) -> None:
     """Counts to the build; progress must never break or stall a build."""
-    global _EVENTS
-    if _EVENTS is None:
+    global _COUNTS_SOCKET
+    if _COUNTS_SOCKET is None:
         return
     try:
-        _EVENTS.send(json.dumps(deltas).encode())
+        _COUNTS_SOCKET.send(json.dumps(deltas).encode())
     except TimeoutError:
         log.warning("the build is not reading progress counts: this worker stops sending them")
-        _EVENTS = None
+        _COUNTS_SOCKET = None
     except OSError:  # the build is gone, or ended the pass
         pass
 
