@@ -10,7 +10,7 @@ import pytest
 from vidal.media import synth
 from vidal.media.ffmpeg import run_ffmpeg
 from vidal.media.mp4_header import read_header
-from vidal.media.probe import probe
+from vidal.media.probe import probe_pyav
 
 X264 = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
 TONE = ["-f", "lavfi", "-i", "sine=d=3", "-c:a", "aac"]
@@ -47,7 +47,7 @@ def _made(folder, name: str, args: list[str]) -> str:
 @pytest.mark.parametrize("name", sorted(DESCRIBED))
 def test_header_says_what_pyav_says(tmp_path, name):
     path = _made(tmp_path, name, DESCRIBED[name])
-    header, full = read_header(path), probe(path).to_dict()
+    header, full = read_header(path), probe_pyav(path).to_dict()
     assert header is not None
     assert header == {k: full[k] for k in header}
     assert header["has_audio"] == ("sine=d=3" in DESCRIBED[name])

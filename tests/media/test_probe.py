@@ -1,5 +1,6 @@
 """Tests of vidal.media.probe: what a generated file holds, checked against how it was made
-(and, where the generator does not say, against PyAV's own reading of the file)."""
+(and, where the generator does not say, against PyAV's own reading of the file); an MP4 read
+from its header gives what PyAV gives."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ import av
 import pytest
 
 from vidal.media import synth
-from vidal.media.ffmpeg import MediaError
-from vidal.media.probe import probe
+from vidal.media.ffmpeg import MediaError, run_ffmpeg
+from vidal.media.mp4_header import read_header
+from vidal.media.probe import ProbeResult, probe, probe_pyav
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,59 @@ def test_probe_missing_file(tmp_path):
     with pytest.raises(MediaError) as info:
         probe(tmp_path / "nope.mp4")
     assert info.value.reason == "missing_file"
+
+
+# MP4s read from their header: name -> ffmpeg arguments (after -f lavfi -i testsrc2)
+X264 = ["-c:v", "libx264", "-preset", "ultrafast"]
+READ_FROM_HEADER = {
+    "aac_stereo_48k": ["-f", "lavfi", "-i", "sine=d=1", *X264, "-ac", "2", "-ar", "48000"],
+    "cropped_odd_size_faststart": ["-vf", "scale=162:90", *X264, "-movflags", "faststart"],
+    "limited_range_signalled": [*X264, "-color_range", "tv", "-movflags", "+write_colr"],
+    "high_profile_odd_sar": ["-c:v", "libx264", "-profile:v", "high", "-vf", "setsar=33/20"],
+}
+# MP4s whose pix_fmt or audio a header cannot settle: PyAV reads them
+LEFT_TO_PYAV = {
+    "full_range": [*X264, "-pix_fmt", "yuvj420p"],
+    "full_range_odd_sar": [*X264, "-pix_fmt", "yuvj420p", "-vf", "setsar=33/20"],
+    "yuv444p": [*X264, "-pix_fmt", "yuv444p"],
+    "aac_22050_may_hold_sbr": ["-f", "lavfi", "-i", "sine=d=1", *X264, "-ar", "22050"],
+    "ac3_audio": ["-f", "lavfi", "-i", "sine=d=1", *X264, "-c:a", "ac3"],
+    "hevc": ["-c:v", "libx265", "-x265-params", "log-level=none", "-tag:v", "hvc1"],
+}
+
+
+def _mp4(folder, name: str, args: list[str]):
+    path = folder / f"{name}.mp4"
+    src = ["-f", "lavfi", "-i", "testsrc2=s=176x144:r=25:d=1"]
+    run_ffmpeg([*src, *args, "-shortest", str(path)])
+    return path
+
+
+@pytest.mark.parametrize("name", sorted(READ_FROM_HEADER))
+def test_header_probe_equals_pyav(tmp_path, name):
+    path = _mp4(tmp_path, name, READ_FROM_HEADER[name])
+    header = read_header(path)
+    assert header is not None and set(ProbeResult.__dataclass_fields__) <= set(header)
+    assert probe(path) == probe_pyav(path)
+
+
+@pytest.mark.parametrize("name", sorted(LEFT_TO_PYAV))
+def test_what_the_header_cannot_settle_goes_to_pyav(tmp_path, name):
+    path = _mp4(tmp_path, name, LEFT_TO_PYAV[name])
+    header = read_header(path) or {}
+    assert not set(ProbeResult.__dataclass_fields__) <= set(header)
+    assert probe(path) == probe_pyav(path)
+
+
+def test_a_sample_entry_lying_about_size_does_not_decide(clips, tmp_path):
+    """The limits (min_side, max_side) go by what the decoder will make: an avc1 entry whose
+    width disagrees with its SPS is not believed."""
+    _, paths = clips
+    data = bytearray(paths["audio"].read_bytes())  # 320x240
+    width_at = data.index(b"avc1", data.index(b"stsd")) + 28
+    assert int.from_bytes(data[width_at : width_at + 2], "big") == 320
+    data[width_at : width_at + 2] = (4000).to_bytes(2, "big")
+    liar = tmp_path / "liar.mp4"
+    liar.write_bytes(bytes(data))
+    assert read_header(liar) is None
+    assert (probe(liar).width, probe(liar).height) == (320, 240)

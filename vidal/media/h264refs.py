@@ -519,3 +519,74 @@ class H264Refs:
             return cls([_parse_picture(params, memoryview(p)) for p in packets])
         except (Unsupported, KeyError, IndexError):
             return None
+
+
+def sps_picture(avcc: bytes) -> tuple[int, int, str]:
+    """(width, height, pix_fmt) that libavcodec's H.264 decoder reports for a stream whose
+    avcC record holds exactly one SPS: the cropped picture size, and "yuv420p" for 8-bit
+    4:2:0 in limited range. Other formats (full range, 4:2:2/4:4:4, high bit depth, mono),
+    several SPS or fields raise Unsupported: their pix_fmt depends on more than the SPS."""
+    if len(avcc) < 8 or avcc[0] != 1 or avcc[5] & 0x1F != 1:
+        raise Unsupported("not an avcC record with one SPS")
+    size = int.from_bytes(avcc[6:8], "big")
+    nal = avcc[8 : 8 + size]
+    if len(nal) != size or not nal or nal[0] & 0x1F != 7:
+        raise Unsupported("avcC's SPS is cut short")
+    bits = _Bits(_rbsp(nal))
+    chroma, depth = _sps_format(bits)
+    if (chroma, depth) != (1, 8):
+        raise Unsupported(f"chroma format {chroma}, {depth}-bit")
+    width, height = _sps_size(bits)
+    if _vui_full_range(bits):
+        raise Unsupported("full range (yuvj420p)")
+    return width, height, "yuv420p"
+
+
+def _sps_format(bits: _Bits) -> tuple[int, int]:
+    """(chroma_format_idc, luma bit depth), the SPS read up to max_num_ref_frames."""
+    profile = bits.u(8)
+    bits.u(16)  # constraint flags, level
+    bits.ue()  # seq_parameter_set_id
+    chroma, depth = 1, 8
+    if profile in _HIGH_PROFILES:
+        chroma = bits.ue()
+        if chroma == 3:
+            bits.u(1)  # separate colour planes
+        depth = bits.ue() + 8
+        bits.ue(), bits.u(1)  # chroma bit depth, qpprime bypass
+        if bits.u(1):
+            _skip_scaling_matrices(bits, 12 if chroma == 3 else 8)
+    bits.ue()  # log2_max_frame_num
+    poc_type = bits.ue()
+    if poc_type == 0:
+        bits.ue()
+    elif poc_type == 1:
+        bits.u(1), bits.se(), bits.se()
+        for _ in range(_at_most(bits.ue(), 255)):
+            bits.se()
+    bits.ue(), bits.u(1)  # max_num_ref_frames, gaps allowed
+    return chroma, depth
+
+
+def _sps_size(bits: _Bits) -> tuple[int, int]:
+    """The cropped 4:2:0 picture size, from pic_width_in_mbs on."""
+    width, height = (bits.ue() + 1) * 16, (bits.ue() + 1) * 16
+    if not bits.u(1):
+        raise Unsupported("field or MBAFF coding")
+    bits.u(1)  # direct_8x8_inference
+    if bits.u(1):
+        left, right, top, bottom = bits.ue(), bits.ue(), bits.ue(), bits.ue()
+        width, height = width - 2 * (left + right), height - 2 * (top + bottom)
+    if width <= 0 or height <= 0:
+        raise Unsupported("cropped to nothing")
+    return width, height
+
+
+def _vui_full_range(bits: _Bits) -> bool:
+    if not bits.u(1):  # no VUI
+        return False
+    if bits.u(1) and bits.u(8) == 255:  # aspect ratio: extended SAR
+        bits.u(32)
+    if bits.u(1):  # overscan info
+        bits.u(1)
+    return bool(bits.u(1) and (bits.u(3), bits.u(1))[1])  # video_signal_type: full range

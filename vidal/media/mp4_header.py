@@ -5,7 +5,10 @@ CPU per file; a crawl that only needs the duration cap and the width/height/fps 
 freshly downloaded MP4 reads the few boxes that carry them instead: `mvhd`, and per track
 `tkhd`/`mdhd`/`hdlr`, the first `stsd` entry and `stts`. The numbers are the ones libavformat
 derives from the same boxes (duration from the video track's `mdhd`, shortened by a one-entry
-edit list; fps = frames x timescale / the `stts` total). Anything this reader does not handle
+edit list; fps = frames x timescale / the `stts` total). Where the boxes settle them, it also
+gives the pix_fmt (an H.264 track's SPS, in its `avcC`) and the first audio track's codec, rate
+and channels (an AAC-LC `esds`): with those, the probe stage needs no PyAV open at all.
+Anything this reader does not handle
 plainly — fragmented files, no video track, several sample descriptions, a `moov` it cannot
 find or parse — gives None, and the caller opens the file with PyAV (`vidal.media.probe`).
 """
@@ -15,6 +18,8 @@ from __future__ import annotations
 import os
 import struct
 from fractions import Fraction
+
+from vidal.media import h264refs
 
 MAX_MOOV_BYTES = 64 * 1024**2  # a moov this big (hours of samples) is left to PyAV
 MAX_TOP_BOXES = 64  # top-level boxes looked at before giving up on finding moov
@@ -30,6 +35,12 @@ _VIDEO_CODECS = {  # sample entry -> libavcodec's name, as PyAV reports it
 }
 
 
+_VISUAL_ENTRY_BYTES = 86  # a visual sample entry's fixed fields, its boxes follow
+_AUDIO_KEYS = ("audio_codec", "audio_sample_rate", "audio_channels")
+_AAC_OBJECT_TYPES = {0x40, 0x66, 0x67, 0x68}  # MPEG-4 AAC, MPEG-2 AAC main/LC/SSR
+_AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
 class _Unreadable(Exception):
     """The header holds something this reader leaves to PyAV."""
 
@@ -38,7 +49,8 @@ def read_header(
     path: str | os.PathLike, first: bytes = b"", last: bytes = b"", size: int | None = None
 ) -> dict | None:
     """duration, fps, width, height, num_frames, video_codec, has_audio, container and
-    size_bytes (the keys `ProbeResult.to_dict()` shares) of an MP4/MOV file; None when the
+    size_bytes (the keys `ProbeResult.to_dict()` shares; pix_fmt and the audio_* keys too where
+    the header settles them) of an MP4/MOV file; None when the
     file is not one this reader describes with confidence. `first` and `last`: the file's
     first and last bytes where the caller still holds them (a download just written): boxes
     inside them are not read from the file again; `size`: the file's, when the caller knows."""
@@ -204,6 +216,7 @@ def _described(mvhd: bytes, tracks: list[dict], size: int) -> dict:
     if codec is None:  # mp4v, say, names MPEG-4 Part 2 or MJPEG (its esds decides): PyAV's
         raise _Unreadable(f"sample entry {entry[4:8]!r}")
     width, height = struct.unpack_from(">HH", entry, 32)
+    sounds = [t for t in tracks if t["handler"] == b"soun"]
     return {
         "duration": round(_duration(video, movie_scale), 4),
         "fps": round(float(Fraction(frames * video["timescale"], ticks)), 4),
@@ -211,10 +224,83 @@ def _described(mvhd: bytes, tracks: list[dict], size: int) -> dict:
         "height": height,
         "num_frames": frames,
         "video_codec": codec,
-        "has_audio": any(t["handler"] == b"soun" for t in tracks),
+        **(_picture(entry, width, height) if codec == "h264" else {}),
+        "has_audio": bool(sounds),
+        **(_sound(sounds[0]["entry"]) if sounds else dict.fromkeys(_AUDIO_KEYS)),
         "container": "mov,mp4,m4a,3gp,3g2,mj2",
         "size_bytes": size,
     }
+
+
+def _picture(entry: bytes, width: int, height: int) -> dict:
+    """{"pix_fmt": ...} where the avcC's SPS settles it as libavcodec would, else {}. A sample
+    entry whose size is not its SPS's is not described: the decoder goes by the SPS."""
+    children = dict(_boxes(entry[_VISUAL_ENTRY_BYTES:]))
+    try:
+        sps_size = (*h264refs.sps_picture(children[b"avcC"]),)
+    except (h264refs.Unsupported, KeyError):
+        return {}
+    if sps_size[:2] != (width, height):
+        raise _Unreadable(f"sample entry {width}x{height}, SPS {sps_size[0]}x{sps_size[1]}")
+    colr = children.get(b"colr", b"")
+    if colr[:4] == b"nclx" and len(colr) > 10 and colr[10] & 0x80:
+        return {}  # full range by the container: libavcodec reports yuvj420p
+    return {"pix_fmt": sps_size[2]}
+
+
+def _sound(entry: bytes) -> dict:
+    """audio_codec, audio_sample_rate and audio_channels of an AAC-LC sample entry, as
+    libavcodec reports them; {} for anything else. AAC-LC at 24 kHz or less may carry SBR
+    that only a decode reveals (the rate then doubles): left to PyAV too."""
+    version = struct.unpack_from(">H", entry, 16)[0]
+    offset = {0: 36, 1: 52, 2: 72}.get(version)
+    if entry[4:8] != b"mp4a" or offset is None:
+        return {}
+    esds = dict(_boxes(entry[offset:])).get(b"esds")
+    config = _aac_config(esds[4:]) if esds else None
+    if config is None:
+        return {}
+    object_type, rate, channels = config
+    if object_type != 2 or rate <= 24000 or not 1 <= channels <= 7:
+        return {}
+    channels = 8 if channels == 7 else channels
+    return {"audio_codec": "aac", "audio_sample_rate": rate, "audio_channels": channels}
+
+
+def _aac_config(descriptors: bytes) -> tuple[int, int, int] | None:
+    """(audio object type, sampling rate, channel configuration) of an esds's
+    AudioSpecificConfig; None when it holds something else."""
+    es = _descriptor(descriptors, 3)
+    if es is None or len(es) < 3:
+        return None
+    flags, at = es[2], 3
+    at += 2 if flags & 0x80 else 0  # depends on another stream
+    at += 1 + es[at] if flags & 0x40 else 0  # a URL
+    at += 2 if flags & 0x20 else 0  # OCR stream
+    config = _descriptor(es[at:], 4)
+    if config is None or len(config) < 13 or config[0] not in _AAC_OBJECT_TYPES:
+        return None
+    specific = _descriptor(config[13:], 5)
+    if specific is None or len(specific) < 2:
+        return None
+    bits = int.from_bytes(specific[:5].ljust(5, b"\0"), "big")
+    object_type, index = bits >> 35, (bits >> 31) & 0xF
+    if object_type == 31 or index >= len(_AAC_RATES):
+        return None  # escaped object types and explicit rates: PyAV's
+    return object_type, _AAC_RATES[index], (bits >> 27) & 0xF
+
+
+def _descriptor(data: bytes, tag: int) -> bytes | None:
+    """The body of the MPEG-4 descriptor at the start of `data` when it has `tag`."""
+    if not data or data[0] != tag:
+        return None
+    size, at = 0, 1
+    for at in range(1, 5):  # up to 4 bytes of 7 bits, high bit: more follow
+        size = size << 7 | data[at] & 0x7F
+        if not data[at] & 0x80:
+            break
+    body = data[at + 1 : at + 1 + size]
+    return body if len(body) == size else None
 
 
 def _duration(track: dict, movie_scale: int) -> float:
