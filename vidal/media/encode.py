@@ -18,7 +18,7 @@ from vidal.media.frames import scaled_size
 class EncodeSettings:
     short_side: int = 256
     crf: int = 23
-    preset: str = "veryfast"
+    preset: str = "medium"  # the clip stage's default (README: encoder settings)
     keep_audio: bool = True
     audio_bitrate: str = "96k"
     threads: int = 1
