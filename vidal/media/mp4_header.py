@@ -8,9 +8,9 @@ derives from the same boxes (duration from the video track's `mdhd`, shortened b
 edit list; fps = frames x timescale / the `stts` total). Where the boxes settle them, it also
 gives the pix_fmt (an H.264 track's SPS, in its `avcC`) and the first audio track's codec, rate
 and channels (an AAC-LC `esds`): with those, the probe stage needs no PyAV open at all.
-Anything this reader does not handle
-plainly — fragmented files, no video track, several sample descriptions, a `moov` it cannot
-find or parse — gives None, and the caller opens the file with PyAV (`vidal.media.probe`).
+Anything this reader does not handle plainly — fragmented files, no video track, several
+sample descriptions, a `moov` it cannot find or parse — gives None, and the caller opens the
+file with PyAV (`vidal.media.probe`).
 """
 
 from __future__ import annotations
