@@ -8,7 +8,7 @@ OUT ?= out
 SHARDS ?= 64
 PIPELINE ?= vidal10m
 
-.PHONY: setup test lint demo bench crawl generate-depth generate-infrared image clean
+.PHONY: setup test lint demo bench bench-peer crawl generate-depth generate-infrared image clean
 
 setup:  ## venv + every dependency (no system packages needed)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,18 @@ bench:  ## throughput figures as ratios against a reference measured in the same
 	$(BIN)/python scripts/bench_crawl.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_scale.py
+
+# video2dataset pins torch 2.1.2 and more that its download + resize path never calls: its own
+# venv, the package without its dependencies plus those that path uses
+PEER := .venv-peer
+PEER_DEPS := "numpy<2" "pyarrow<19" "fire<0.6" requests ffmpeg-python yt-dlp fsspec webdataset \
+	webvtt-py pandas tqdm timeout-decorator langdetect omegaconf pyyaml Pillow einops
+
+bench-peer:  ## vidal against video2dataset 1.3.0 on the same loopback corpus, in one run
+	test -x $(PEER)/bin/python || $(PY) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install --quiet --no-deps video2dataset==1.3.0
+	$(PEER)/bin/python -m pip install --quiet $(PEER_DEPS)
+	$(BIN)/python scripts/bench_peer.py --peer-python $(PEER)/bin/python
 
 crawl:  ## search terms -> yt-dlp search -> text filters -> download (needs the network)
 	test -f manifests/terms.csv || $(BIN)/vidal terms --out manifests/terms.csv
