@@ -66,17 +66,25 @@ def _rbsp(nal: bytes) -> bytes:
     return bytes(nal[1:]).replace(b"\x00\x00\x03", b"\x00\x00")
 
 
-def _parse_sps(bits: _Bits) -> tuple[int, dict]:
+def _sps_head(bits: _Bits) -> tuple[int, int, int]:
+    """(seq_parameter_set_id, chroma format, luma bit depth), the SPS read up to
+    log2_max_frame_num; separate colour planes count as chroma format 0 (no chroma weights)."""
     profile = bits.u(8)
     bits.u(16)  # constraint flags, level
-    sps_id, chroma_format = bits.ue(), 1
+    sps_id, chroma_format, depth = bits.ue(), 1, 8
     if profile in _HIGH_PROFILES:
         chroma_format = bits.ue()
         if chroma_format == 3 and bits.u(1):
-            chroma_format = 0  # separate colour planes: no chroma weights
-        bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime bypass
+            chroma_format = 0
+        depth = bits.ue() + 8
+        bits.ue(), bits.u(1)  # chroma bit depth, qpprime bypass
         if bits.u(1):
             _skip_scaling_matrices(bits, 12 if chroma_format == 3 else 8)
+    return sps_id, chroma_format, depth
+
+
+def _parse_sps(bits: _Bits) -> tuple[int, dict]:
+    sps_id, chroma_format, _ = _sps_head(bits)
     sps = {"chroma": chroma_format, "log2_frame_num": _at_most(bits.ue(), 12) + 4}
     sps["poc_type"] = bits.ue()
     if sps["poc_type"] == 0:
@@ -543,19 +551,8 @@ def sps_picture(avcc: bytes) -> tuple[int, int, str]:
 
 
 def _sps_format(bits: _Bits) -> tuple[int, int]:
-    """(chroma_format_idc, luma bit depth), the SPS read up to max_num_ref_frames."""
-    profile = bits.u(8)
-    bits.u(16)  # constraint flags, level
-    bits.ue()  # seq_parameter_set_id
-    chroma, depth = 1, 8
-    if profile in _HIGH_PROFILES:
-        chroma = bits.ue()
-        if chroma == 3:
-            bits.u(1)  # separate colour planes
-        depth = bits.ue() + 8
-        bits.ue(), bits.u(1)  # chroma bit depth, qpprime bypass
-        if bits.u(1):
-            _skip_scaling_matrices(bits, 12 if chroma == 3 else 8)
+    """(chroma format, luma bit depth), the SPS read up to max_num_ref_frames."""
+    _, chroma, depth = _sps_head(bits)
     bits.ue()  # log2_max_frame_num
     poc_type = bits.ue()
     if poc_type == 0:

@@ -237,15 +237,15 @@ def _picture(entry: bytes, width: int, height: int) -> dict:
     entry whose size is not its SPS's is not described: the decoder goes by the SPS."""
     children = dict(_boxes(entry[_VISUAL_ENTRY_BYTES:]))
     try:
-        sps_size = (*h264refs.sps_picture(children[b"avcC"]),)
+        sps_width, sps_height, pix_fmt = h264refs.sps_picture(children[b"avcC"])
     except (h264refs.Unsupported, KeyError):
         return {}
-    if sps_size[:2] != (width, height):
-        raise _Unreadable(f"sample entry {width}x{height}, SPS {sps_size[0]}x{sps_size[1]}")
+    if (sps_width, sps_height) != (width, height):
+        raise _Unreadable(f"sample entry {width}x{height}, SPS {sps_width}x{sps_height}")
     colr = children.get(b"colr", b"")
     if colr[:4] == b"nclx" and len(colr) > 10 and colr[10] & 0x80:
         return {}  # full range by the container: libavcodec reports yuvj420p
-    return {"pix_fmt": sps_size[2]}
+    return {"pix_fmt": pix_fmt}
 
 
 def _sound(entry: bytes) -> dict:
