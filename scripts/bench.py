@@ -470,10 +470,10 @@ def _build_media(target: Path) -> dict:
     }
 
 
-def _run_watched(cmd: list[str], result: dict) -> tuple[int, str]:
+def _run_watched(cmd: list[str], result: dict, env: dict | None = None) -> tuple[int, str]:
     """Run `cmd`, adding its wall and CPU seconds to `result` and raising its memory peaks."""
     started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     watch = TreeWatch(proc.pid)
     watch.start()
     _, stderr = proc.communicate()

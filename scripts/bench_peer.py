@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -39,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import TreeWatch, ensure_clips  # noqa: E402
+from bench import _run_watched, ensure_clips  # noqa: E402
 from bench_crawl import serve  # noqa: E402
 
 SHORT_SIDE = 256
@@ -169,20 +168,13 @@ def run_vidal(urls: Path, out: Path, stages: str) -> dict:
 
 
 def watched(cmd: list[str], label: str, env: dict | None = None) -> dict:
-    import time
-
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    watch = TreeWatch(proc.pid)
-    watch.start()
-    _, stderr = proc.communicate()
-    wall = time.perf_counter() - started
-    watch.done.set()
-    watch.join()
-    if proc.returncode:
-        tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise SystemExit(f"{label} failed ({proc.returncode}): " + "\n".join(tail))
-    return {"wall": round(wall, 2), "cpu": round(watch.cpu_seconds(), 2)}
+    """Wall and CPU seconds of `cmd`'s process tree (bench.py's measure); a failure stops."""
+    result = {"wall": 0.0, "cpu": 0.0, "peak_driver_rss_mb": 0.0, "peak_tree_rss_mb": 0.0}
+    code, stderr = _run_watched(cmd, result, env)
+    if code:
+        tail = stderr.strip().splitlines()[-5:]
+        raise SystemExit(f"{label} failed ({code}): " + "\n".join(tail))
+    return {"wall": round(result["wall"], 2), "cpu": round(result["cpu"], 2)}
 
 
 def tar_media(folder: Path) -> dict:
